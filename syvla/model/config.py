@@ -1,0 +1,243 @@
+"""Model configuration: frozen dataclasses, one per component, with presets.
+
+`debug` builds in well under a second and trains on a CPU; `paper` holds the
+sizes of the paper's App. A (Qwen2.5-VL-3B, 20 query tokens, a 15-layer,
+1408-wide action expert, chunk 50).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+def _positive(obj, *names):
+    for name in names:
+        value = getattr(obj, name)
+        if value <= 0:
+            raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {value}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbodimentConfig:
+    """One robot (= one dataset): its own MLP encoder/decoder pair (App. A)."""
+
+    name: str
+    state_dim: int  # proprioceptive state size
+    action_dim: int  # action size per step
+    cameras: tuple[str, ...]  # camera names, in the order the expert's image tower sees them
+    vlm_camera: str = ""  # camera whose image the VLM sees; "" = the first
+
+    def __post_init__(self):
+        if not self.name:
+            raise ValueError("EmbodimentConfig.name must be non-empty")
+        _positive(self, "state_dim", "action_dim")
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        if not self.cameras:
+            raise ValueError(f"EmbodimentConfig.cameras of {self.name!r} must name at least one camera")
+        if self.vlm_camera and self.vlm_camera not in self.cameras:
+            raise ValueError(f"EmbodimentConfig.vlm_camera {self.vlm_camera!r} is not one of {self.cameras}")
+
+    @property
+    def prompt_camera(self) -> str:
+        return self.vlm_camera or self.cameras[0]
+
+
+# Meta-World (the simulator of docs/architecture.md): 39-d observation as state,
+# 4-d EEF-delta + gripper action, a centre / top / gripper camera rig.
+METAWORLD = EmbodimentConfig("metaworld", state_dim=39, action_dim=4, cameras=("corner2", "topview", "gripperPOV"))
+
+
+@dataclasses.dataclass(frozen=True)
+class VLMConfig:
+    """The Qwen2.5-VL backbone.
+
+    `source="debug"` builds a tiny random model and an offline tokenizer; any
+    other value is a local directory or a hub name given to from_pretrained.
+    """
+
+    source: str = "debug"
+    hidden_size: int = 64  # debug sizes; ignored when loading from `source`
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 128
+    vision_depth: int = 2
+    vision_hidden_size: int = 32
+    vision_heads: int = 2
+    vocab_size: int = 1024  # debug tokenizer's BPE vocabulary (special tokens come on top)
+    image_size: int = 56  # side the VLM's camera image is resized to (multiple of 28)
+    dtype: str = "float32"  # "bfloat16" on GPUs
+
+    def __post_init__(self):
+        _positive(self, "hidden_size", "num_layers", "num_heads", "num_kv_heads", "image_size")
+        if self.image_size % 28:
+            raise ValueError(f"VLMConfig.image_size must be a multiple of 28 (patch 14 x merge 2), got {self.image_size}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"VLMConfig.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionTowerConfig:
+    """The action expert's own SigLIP tower (transformers SiglipVisionModel)."""
+
+    image_size: int = 32
+    patch_size: int = 8
+    hidden_size: int = 32
+    num_layers: int = 1
+    num_heads: int = 2
+    intermediate_size: int = 64
+    pretrained: str = ""  # local dir / hub name of a SigLIP checkpoint; "" = random init
+
+    def __post_init__(self):
+        _positive(self, "image_size", "patch_size", "hidden_size", "num_layers", "num_heads")
+        if self.image_size % self.patch_size:
+            raise ValueError("VisionTowerConfig.image_size must be a multiple of patch_size")
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionExpertConfig:
+    """Flow-matching transformer (App. A: 15 layers, hidden 1408, 32 heads, ff 2.67)."""
+
+    width: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    ff_ratio: float = 2.67
+    chunk_len: int = 50  # action chunk length (App. A)
+    image_tokens_per_view: int = 4  # SigLIP patch tokens are pooled to this many per view
+    dropout: float = 0.0
+    vision: VisionTowerConfig = dataclasses.field(default_factory=VisionTowerConfig)
+
+    def __post_init__(self):
+        _positive(self, "width", "depth", "num_heads", "ff_ratio", "chunk_len", "image_tokens_per_view")
+        if self.width % self.num_heads:
+            raise ValueError(f"ActionExpertConfig.width {self.width} must be divisible by num_heads {self.num_heads}")
+
+    @property
+    def ff_dim(self) -> int:
+        return int(round(self.width * self.ff_ratio))
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowConfig:
+    """Flow matching. Convention: t = 1 is pure noise, t = 0 the data."""
+
+    num_steps: int = 10  # Euler steps at inference
+    time_power: float = 1.5  # training t ~ Beta(time_power, 1) on [t_min, 1] (favours noisier t)
+    t_min: float = 0.001
+
+    def __post_init__(self):
+        _positive(self, "num_steps", "time_power")
+        if not 0.0 <= self.t_min < 1.0:
+            raise ValueError(f"FlowConfig.t_min must be in [0, 1), got {self.t_min}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecouplingConfig:
+    """Intention Decoupling (§3.2)."""
+
+    enabled: bool = True
+    tau: float = 0.05  # quantile of per-state gradient L2 norms below which states are zeroed
+
+    def __post_init__(self):
+        if not 0.0 <= self.tau < 1.0:
+            raise ValueError(f"DecouplingConfig.tau must be in [0, 1), got {self.tau}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyVLAConfig:
+    vlm: VLMConfig = dataclasses.field(default_factory=VLMConfig)
+    expert: ActionExpertConfig = dataclasses.field(default_factory=ActionExpertConfig)
+    flow: FlowConfig = dataclasses.field(default_factory=FlowConfig)
+    decoupling: DecouplingConfig = dataclasses.field(default_factory=DecouplingConfig)
+    embodiments: tuple[EmbodimentConfig, ...] = (METAWORLD,)
+    num_query_tokens: int = 20  # Feature Query Tokens (§3.1, App. A: n = 20)
+    adapter_hidden: int = 0  # adapter MLP hidden width; 0 = expert width
+    max_cot_tokens: int = 32  # bound on generated chain of thought at inference
+    max_prompt_tokens: int = 96  # text tokens kept from the instruction (+ CoT in training)
+    lm_loss_weight: float = 1.0  # weight of the LM loss on CoT / VQA answer tokens
+
+    def __post_init__(self):
+        _positive(self, "num_query_tokens", "max_cot_tokens", "max_prompt_tokens")
+        object.__setattr__(self, "embodiments", tuple(self.embodiments))
+        names = [e.name for e in self.embodiments]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"SyVLAConfig.embodiments must be non-empty with unique names, got {names}")
+
+    def embodiment(self, name: str) -> EmbodimentConfig:
+        for e in self.embodiments:
+            if e.name == name:
+                return e
+        raise KeyError(f"unknown embodiment {name!r}; this model knows {[e.name for e in self.embodiments]}")
+
+    def embodiment_index(self, name: str) -> int:
+        return [e.name for e in self.embodiments].index(self.embodiment(name).name)
+
+    @property
+    def max_state_dim(self) -> int:
+        return max(e.state_dim for e in self.embodiments)
+
+    @property
+    def max_action_dim(self) -> int:
+        return max(e.action_dim for e in self.embodiments)
+
+    @property
+    def max_cameras(self) -> int:
+        return max(len(e.cameras) for e in self.embodiments)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SyVLAConfig":
+        d = dict(d)
+        expert = dict(d.pop("expert", {}))
+        vision = VisionTowerConfig(**expert.pop("vision", {}))
+        return cls(
+            vlm=VLMConfig(**d.pop("vlm", {})),
+            expert=ActionExpertConfig(vision=vision, **expert),
+            flow=FlowConfig(**d.pop("flow", {})),
+            decoupling=DecouplingConfig(**d.pop("decoupling", {})),
+            embodiments=tuple(EmbodimentConfig(**{**e, "cameras": tuple(e["cameras"])}) for e in d.pop("embodiments", [])),
+            **d,
+        )
+
+
+def debug_config(**overrides) -> SyVLAConfig:
+    """Tiny sizes: builds in < 1 s, a training step in tens of ms on a CPU."""
+    return dataclasses.replace(SyVLAConfig(), **overrides)
+
+
+def paper_config(vlm_source: str = "Qwen/Qwen2.5-VL-3B-Instruct", **overrides) -> SyVLAConfig:
+    """Sizes of the paper's App. A. The VLM loads from `vlm_source` (local dir or hub name)."""
+    cfg = SyVLAConfig(
+        vlm=VLMConfig(source=vlm_source, image_size=224, dtype="bfloat16"),
+        expert=ActionExpertConfig(
+            width=1408,
+            depth=15,
+            num_heads=32,
+            ff_ratio=2.67,
+            chunk_len=50,
+            image_tokens_per_view=64,
+            # SigLIP-L/16 at 256 px: with it the expert counts ~0.70B, the paper's 0.69B.
+            vision=VisionTowerConfig(image_size=256, patch_size=16, hidden_size=1024, num_layers=24,
+                                     num_heads=16, intermediate_size=4096, pretrained="google/siglip-large-patch16-256"),
+        ),
+        num_query_tokens=20,
+        max_cot_tokens=128,
+        max_prompt_tokens=256,
+    )
+    return dataclasses.replace(cfg, **overrides)
+
+
+PRESETS = {"debug": debug_config, "paper": paper_config}
+
+
+def preset(name: str, **overrides) -> SyVLAConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown model preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name](**overrides)

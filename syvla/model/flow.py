@@ -1,0 +1,77 @@
+"""Flow matching, shared by training, serving and RL.
+
+Time convention (stated once, used everywhere): t = 1 is pure noise, t = 0 is
+the data. For an action chunk a and noise eps:
+    x_t = t * eps + (1 - t) * a        (interpolation)
+    u   = eps - a                      (target velocity, dx_t/dt)
+Sampling integrates dx/dt = v(x_t, t) from t = 1 down to t = 0 with Euler steps.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from syvla.model.config import FlowConfig
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t [B,T,A], t [B]) -> v [B,T,A]
+
+
+def sample_time(batch: int, cfg: FlowConfig, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """t ~ Beta(a, 1) on [t_min, 1], drawn by inverse CDF (t = u^(1/a)) so a generator seeds it: [batch].
+
+    a > 1 puts more weight on noisier times, where the velocity field is hardest to learn.
+    """
+    u = torch.rand(batch, generator=generator)
+    t = u ** (1.0 / cfg.time_power)
+    return (cfg.t_min + (1.0 - cfg.t_min) * t).to(device=device, dtype=torch.float32)
+
+
+def interpolate(actions: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = t * eps + (1 - t) * a. actions, noise: [B, T, A]; t: [B]."""
+    t = t.view(-1, *([1] * (actions.dim() - 1))).to(actions.dtype)
+    return t * noise + (1.0 - t) * actions
+
+
+def target_velocity(actions: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """u = eps - a: [B, T, A]."""
+    return noise - actions
+
+
+def per_sample_loss(v_pred: torch.Tensor, u: torch.Tensor, step_mask: torch.Tensor | None = None,
+                    dim_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Masked mean squared error per sample, in fp32: [B].
+
+    step_mask [B, T] marks valid chunk steps (False past an episode's end);
+    dim_mask [B, A] marks the action dims an embodiment really has (padding to
+    the widest embodiment is ignored). Normalized by valid steps x valid dims.
+    """
+    err = (v_pred.float() - u.float()) ** 2  # [B, T, A]
+    b, t, a = err.shape
+    m = torch.ones(b, t, a, dtype=torch.float32, device=err.device)
+    if step_mask is not None:
+        m = m * step_mask.float().unsqueeze(-1)
+    if dim_mask is not None:
+        m = m * dim_mask.float().unsqueeze(1)
+    return (err * m).sum((1, 2)) / m.sum((1, 2)).clamp_min(1.0)
+
+
+def loss(v_pred, u, step_mask=None, dim_mask=None, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Scalar flow-matching loss: mean over samples with weight (e.g. 0 for VQA samples)."""
+    per = per_sample_loss(v_pred, u, step_mask, dim_mask)
+    if sample_weight is None:
+        return per.mean()
+    w = sample_weight.float()
+    return (per * w).sum() / w.sum().clamp_min(1.0)
+
+
+@torch.no_grad()
+def sample(velocity: VelocityFn, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
+    """Euler ODE integration from t = 1 (noise [B, T, A]) to t = 0: returns actions [B, T, A]."""
+    x = noise
+    dt = 1.0 / num_steps
+    for i in range(num_steps):
+        t = torch.full((x.shape[0],), 1.0 - i * dt, dtype=torch.float32, device=x.device)
+        x = x - dt * velocity(x, t)
+    return x

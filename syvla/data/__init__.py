@@ -1,0 +1,1 @@
+"""Data: readers into one Arrow frame schema, cleaning, actions, statistics, chunking, mixtures."""

@@ -1,0 +1,149 @@
+"""SyVLA (§3.1): VLM + Feature Query Tokens + Adapter + flow-matching Action Expert."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from syvla.model import flow
+from syvla.model.action_expert import ActionExpert
+from syvla.model.adapter import Adapter
+from syvla.model.config import SyVLAConfig
+from syvla.model.decoupling import decoupled_states
+from syvla.model.processing import IGNORE, Batch
+from syvla.model.query_tokens import FeatureQueryTokens
+from syvla.model.vlm import IM_END, build_vlm
+
+
+@dataclasses.dataclass
+class StepOutput:
+    loss: torch.Tensor  # scalar to optimize
+    action_loss: torch.Tensor  # flow-matching loss (after decoupling when on)
+    lm_loss: torch.Tensor  # LM loss on CoT / VQA answer tokens (0 when none)
+    masked_fraction: float  # share of Feature Query States zeroed by Intention Decoupling
+
+
+@dataclasses.dataclass
+class ExpertContext:
+    """Everything the velocity field is conditioned on, computed once per observation batch."""
+
+    prefix: torch.Tensor  # [B, P, W]
+    prefix_mask: torch.Tensor  # [B, P]
+    embodiment_ids: torch.Tensor  # [B]
+    cond: torch.Tensor  # C = Adapter(H): [B, n, W]
+
+    def velocity_fn(self, expert: ActionExpert):
+        return lambda x_t, t: expert.velocity(self.prefix, self.prefix_mask, self.embodiment_ids, x_t, t, self.cond)
+
+
+class SyVLA(nn.Module):
+    def __init__(self, cfg: SyVLAConfig, vlm=None, processor=None):
+        super().__init__()
+        self.cfg = cfg
+        if vlm is None:
+            vlm, processor = build_vlm(cfg.vlm)
+        self.vlm, self.processor = vlm, processor
+        d = vlm.config.text_config.hidden_size
+        w = cfg.expert.width
+        self.query_tokens = FeatureQueryTokens(cfg.num_query_tokens, d)
+        self.adapter = Adapter(d, cfg.adapter_hidden or w, w)
+        self.expert = ActionExpert(cfg.expert, cfg.embodiments, cfg.max_cameras)
+        if cfg.expert.vision.pretrained and cfg.vlm.source != "debug":
+            self.expert.load_pretrained_vision(cfg.expert.vision.pretrained)
+
+    # ---- VLM ------------------------------------------------------------------------
+    def vlm_hidden(self, vlm_inputs: dict, query_mask: torch.Tensor) -> torch.Tensor:
+        """Last hidden states [B, L, d] with the learned Feature Query Tokens at their slots."""
+        embeds = self.vlm.get_input_embeddings()(vlm_inputs["input_ids"])
+        embeds = self.query_tokens.insert(embeds, query_mask)
+        out = self.vlm.model(**vlm_inputs, inputs_embeds=embeds, use_cache=False)
+        return out.last_hidden_state
+
+    def lm_loss(self, hidden: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """Next-token loss on labelled positions only (the LM head runs on those rows alone)."""
+        if labels is None:
+            return hidden.new_zeros(())
+        targets = labels[:, 1:]
+        sel = targets != IGNORE
+        if not sel.any():
+            return hidden.new_zeros(())
+        logits = self.vlm.lm_head(hidden[:, :-1][sel])
+        return F.cross_entropy(logits.float(), targets[sel])
+
+    # ---- Action expert ----------------------------------------------------------------
+    def expert_context(self, batch: Batch, states: torch.Tensor) -> ExpertContext:
+        prefix, mask = self.expert.encode_context(batch.images, batch.view_mask, batch.state, batch.embodiment_ids)
+        return ExpertContext(prefix, mask, batch.embodiment_ids, self.adapter(states))
+
+    def forward(self, batch: Batch, generator: torch.Generator | None = None,
+                decoupling: bool | None = None) -> StepOutput:
+        """Training losses for one batch (robot and VQA samples mixed)."""
+        hidden = self.vlm_hidden(batch.vlm, batch.query_mask)
+        lm_loss = self.lm_loss(hidden, batch.lm_labels)
+        if batch.num_robot == 0:
+            zero = hidden.new_zeros(())
+            return StepOutput(self.cfg.lm_loss_weight * lm_loss, zero, lm_loss, 0.0)
+        states = self.query_tokens.gather(hidden, batch.query_mask, self.cfg.num_query_tokens)  # H [B_r, n, d]
+
+        b, dev = batch.num_robot, hidden.device
+        t = flow.sample_time(b, self.cfg.flow, generator, dev)
+        noise = torch.randn(batch.actions.shape, generator=generator).to(dev, batch.actions.dtype)
+        x_t = flow.interpolate(batch.actions, noise, t)
+        u = flow.target_velocity(batch.actions, noise)
+        prefix, prefix_mask = self.expert.encode_context(batch.images, batch.view_mask, batch.state, batch.embodiment_ids)
+
+        def action_loss(h, prefix=prefix):
+            v = self.expert.velocity(prefix, prefix_mask, batch.embodiment_ids, x_t, t, self.adapter(h))
+            return flow.loss(v, u, batch.action_mask, batch.dim_mask)
+
+        use = self.cfg.decoupling.enabled if decoupling is None else decoupling
+        masked_fraction = 0.0
+        if use and self.cfg.decoupling.tau > 0:
+            # §3.2 pass 1 on detached inputs: gradients w.r.t. H only, no parameter grads, no VLM rerun.
+            states, keep = decoupled_states(
+                states, lambda h: action_loss(h, prefix.detach()), self.cfg.decoupling.tau)
+            masked_fraction = 1.0 - keep.float().mean().item()
+        a_loss = action_loss(states)  # §3.2 pass 2: the loss that is optimized, on the masked H
+        return StepOutput(a_loss + self.cfg.lm_loss_weight * lm_loss, a_loss, lm_loss, masked_fraction)
+
+    # ---- Inference ------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate_cot(self, batch: Batch) -> list[str]:
+        """Think-Before-Act: bounded greedy chain of thought per robot sample, stopped at <|im_end|>.
+
+        `batch` must be built without query slots' content mattering: generation runs on the
+        prompt up to the assistant header (query slots stripped).
+        """
+        ids, attn = batch.vlm["input_ids"], batch.vlm["attention_mask"]
+        keep = ~batch.query_mask
+        width = int(keep.sum(1).max())
+        # Query slots are trailing; dropping them keeps left padding intact.
+        inputs = {k: v for k, v in batch.vlm.items()}
+        inputs["input_ids"] = ids[:, :width]
+        inputs["attention_mask"] = attn[:, :width]
+        if "mm_token_type_ids" in inputs:
+            inputs["mm_token_type_ids"] = inputs["mm_token_type_ids"][:, :width]
+        tok = self.processor.tokenizer
+        out = self.vlm.generate(**inputs, max_new_tokens=self.cfg.max_cot_tokens, do_sample=False,
+                                eos_token_id=tok.convert_tokens_to_ids(IM_END), pad_token_id=tok.pad_token_id)
+        texts = tok.batch_decode(out[:, width:], skip_special_tokens=False)
+        return [t.split(IM_END)[0].replace(tok.pad_token, "") for t in texts]
+
+    @torch.no_grad()
+    def sample_actions(self, batch: Batch, noise: torch.Tensor | None = None,
+                       generator: torch.Generator | None = None, num_steps: int | None = None) -> torch.Tensor:
+        """Normalized action chunks [B_r, T, max_action_dim] by Euler integration from noise (t=1) to data (t=0)."""
+        hidden = self.vlm_hidden(batch.vlm, batch.query_mask)
+        states = self.query_tokens.gather(hidden, batch.query_mask, self.cfg.num_query_tokens)
+        ctx = self.expert_context(batch, states)
+        shape = (batch.num_robot, self.cfg.expert.chunk_len, self.cfg.max_action_dim)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}")
+        x = flow.sample(ctx.velocity_fn(self.expert), noise.to(hidden.device, hidden.dtype),
+                        num_steps or self.cfg.flow.num_steps)
+        return x * batch.dim_mask.unsqueeze(1).to(x.dtype)

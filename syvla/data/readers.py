@@ -1,0 +1,132 @@
+"""One entry point for every dataset format: detect the layout, stream FRAME_SCHEMA tables.
+
+    for table in read_dataset("data/metaworld"):      # one pyarrow.Table per episode (or per batch of VQA rows)
+        ...
+
+Formats (../shared/notes/formats.md):
+  "lerobot"  a folder with meta/info.json (LeRobotDataset v2.0 / v2.1 / v3.0)
+  "rlds"     a TFDS folder with dataset_info.json and *.tfrecord-* files
+             (the folder itself or one <version>/ level below it)
+  "llava"    a LLaVA-style .json file (list of {"id", "image", "conversations"}),
+             or a folder holding exactly one such .json
+Every table is conform()'d to FRAME_SCHEMA; bad input raises SchemaError naming
+the file and field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+
+from syvla.data.schema import SchemaError, conform
+
+FORMATS = ("lerobot", "rlds", "llava")
+
+
+def _rlds_dir(path: Path) -> Path | None:
+    """The TFDS version folder under `path` (itself or one level down), or None."""
+    from syvla.data.rlds import find_tfds_dir
+
+    return find_tfds_dir(path)
+
+
+def _llava_json(path: Path) -> Path | None:
+    if path.is_file() and path.suffix == ".json":
+        return path
+    if path.is_dir():
+        candidates = [p for p in sorted(path.glob("*.json")) if p.name not in ("dataset_info.json", "features.json")]
+        if len(candidates) == 1:
+            return candidates[0]
+    return None
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """'lerobot', 'rlds' or 'llava' for a dataset path; SchemaError naming the path otherwise."""
+    p = Path(path)
+    if not p.exists():
+        raise SchemaError(f"dataset path {p} does not exist")
+    if p.is_dir() and (p / "meta" / "info.json").is_file():
+        return "lerobot"
+    if p.is_dir() and _rlds_dir(p) is not None:
+        return "rlds"
+    js = _llava_json(p)
+    if js is not None:
+        try:
+            with open(js) as f:
+                head = f.read(1 << 16).lstrip()
+        except UnicodeDecodeError as e:
+            raise SchemaError(f"{js}: not a UTF-8 JSON file: {e}") from e
+        if head.startswith("["):
+            return "llava"
+        raise SchemaError(f"{js}: a LLaVA JSON file must hold a list of samples")
+    if p.is_dir() and (p / "meta").is_dir():
+        raise SchemaError(f"{p} looks like a LeRobot dataset but {p / 'meta' / 'info.json'} is missing")
+    raise SchemaError(
+        f"{p}: unrecognized dataset layout; expected meta/info.json (LeRobot), dataset_info.json + "
+        f"*.tfrecord-* files (RLDS/TFDS), or a LLaVA .json file"
+    )
+
+
+def read_dataset(path: str | os.PathLike, name: str | None = None, format: str | None = None,
+                 **kwargs) -> Iterator[pa.Table]:
+    """Stream a dataset as FRAME_SCHEMA tables (one per episode; LLaVA: batches of rows).
+
+    name: dataset (= embodiment) name for the `dataset` column; default from the
+    dataset's own metadata or its folder name. format: skip detection.
+    kwargs go to the format's reader (e.g. image_folder= for LLaVA, fps= for RLDS).
+    """
+    p = Path(path)
+    fmt = format or detect_format(p)
+    if fmt == "lerobot":
+        from syvla.data.lerobot import read_lerobot
+
+        tables = read_lerobot(p, name=name, **kwargs)
+    elif fmt == "rlds":
+        from syvla.data.rlds import read_rlds
+
+        tables = read_rlds(p, name=name, **kwargs)
+    elif fmt == "llava":
+        from syvla.data.llava import read_llava
+
+        js = _llava_json(p)
+        if js is None:
+            raise SchemaError(f"{p}: no single LLaVA .json file found")
+        tables = read_llava(js, name=name, **kwargs)
+    else:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    for table in tables:
+        yield conform(table, source=str(p))
+
+
+def list_episodes(path: str | os.PathLike, format: str | None = None) -> list[dict]:
+    """Cheap per-episode listing from metadata: [{"episode_id", "length", "tasks"}].
+
+    LeRobot reads only meta/; RLDS parses each record's step count without
+    decoding images; LLaVA lists one "episode" per sample.
+    """
+    p = Path(path)
+    fmt = format or detect_format(p)
+    if fmt == "lerobot":
+        from syvla.data.lerobot import LeRobotReader
+
+        r = LeRobotReader(p)
+        return [{"episode_id": e.source_episode_id if e.source_episode_id is not None else e.episode_index,
+                 "episode_index": e.episode_index, "length": e.length, "tasks": list(e.tasks),
+                 "from_index": e.from_index, "to_index": e.to_index} for e in r.episodes]
+    if fmt == "rlds":
+        from syvla.data.rlds import list_rlds_episodes
+
+        return list_rlds_episodes(p)
+    if fmt == "llava":
+        js = _llava_json(p)
+        with open(js) as f:
+            samples = json.load(f)
+        return [{"episode_id": i, "length": 1, "tasks": [], "id": s.get("id")} for i, s in enumerate(samples)]
+    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+
+
+__all__ = ["FORMATS", "detect_format", "read_dataset", "list_episodes"]

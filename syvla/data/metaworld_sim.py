@@ -157,15 +157,20 @@ class _PlanTracker:
         return 2 if self.grasped else 1
 
 
-# Renderers still open at interpreter exit are freed after their GL context is
-# gone, which prints EGL errors; close them first.
+# Renderers still open at interpreter exit get freed after mujoco's own atexit
+# hook has terminated the EGL display, which prints EGL errors. Our hook is
+# registered after mujoco is imported (atexit runs hooks last-in first-out),
+# so it closes the renderers while the display still exists.
 _LIVE_RIGS: "weakref.WeakSet[CameraRig]" = weakref.WeakSet()
+_HOOKED = False
 
 
-@atexit.register
 def _close_live_rigs() -> None:
     for rig in list(_LIVE_RIGS):
-        rig.close()
+        try:
+            rig.close()
+        except Exception:  # noqa: BLE001  (best effort at exit; the process is ending)
+            pass
 
 
 class CameraRig:
@@ -193,6 +198,10 @@ class CameraRig:
         self._renderer = mujoco.Renderer(model, image_size, image_size)
         for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
             self._renderer.scene.flags[flag] = 0
+        global _HOOKED
+        if not _HOOKED:
+            atexit.register(_close_live_rigs)
+            _HOOKED = True
         _LIVE_RIGS.add(self)
 
     def render(self, data, views=DEFAULT_VIEWS) -> dict[str, np.ndarray]:
@@ -208,9 +217,9 @@ class CameraRig:
         return out
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        renderer, self._renderer = self._renderer, None
+        if renderer is not None:
+            renderer.close()
 
 
 def make_env(task: str, seed: int, image_size: int = 128):

@@ -1,0 +1,194 @@
+"""The robot-side client of the policy server.
+
+Needs only numpy, httpx and msgpack (no torch, no ray, no PIL): a robot's
+computer installs `syvla` and imports this module alone.
+
+    client = PolicyClient("http://127.0.0.1:8000", api_key=None, encoding="msgpack")
+    client.start_episode(instruction="pick up the puck")
+    out = client.act(images={"corner2": img, ...}, state=state, instruction="pick up the puck")
+    for action in out.actions: robot.step(action)          # float32 [chunk, action_dim]
+    client.post_reward(1)
+
+Retries: connection failures (nothing reached the server) and 503
+(back-pressure, replica starting) are retried with backoff until the call's
+`deadline` runs out; other errors raise `PolicyServerError` at once. A timed-out
+act is not retried, since the server may have executed and recorded it.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import time
+from typing import Any, Mapping
+
+import httpx
+import numpy as np
+
+from syvla.serving import protocol
+
+_RETRYABLE_STATUS = (503,)
+
+
+class PolicyServerError(RuntimeError):
+    """The server refused a request: `status`, and the `field` it names."""
+
+    def __init__(self, status: int, field: str, message: str):
+        super().__init__(f"HTTP {status} {field}: {message}" if field else f"HTTP {status}: {message}")
+        self.status, self.field, self.message = status, field, message
+
+
+@dataclasses.dataclass(frozen=True)
+class ActResult:
+    actions: np.ndarray  # float32 [chunk, action_dim], raw units of the embodiment
+    policy_version: int  # the version that produced these actions (the episode's pinned version)
+    latest_policy_version: int  # the newest version the server holds (new episodes get it)
+    episode_id: str
+    step: int | None
+    cot: str | None
+    timing: dict  # server-side milliseconds: queue_ms, infer_ms, replay_ms, server_ms; batch_size
+
+
+class PolicyClient:
+    """HTTP client of one policy server. Not thread-safe: one per robot (or per thread)."""
+
+    def __init__(self, url: str, api_key: str | None = None, encoding: str = protocol.MSGPACK,
+                 timeout: float = 10.0, deadline: float = 30.0, image_format: str | None = None,
+                 backoff_s: float = 0.05, http: httpx.Client | None = None):
+        """`http`: an httpx.Client to send through (e.g. a test client); the default opens its own."""
+        if encoding not in protocol.ENCODINGS:
+            raise ValueError(f"PolicyClient.encoding must be one of {protocol.ENCODINGS}, got {encoding!r}")
+        image_format = image_format or ("raw" if encoding == protocol.MSGPACK else "png")
+        if image_format not in ("raw", "png"):
+            raise ValueError(f"PolicyClient.image_format must be 'raw' or 'png', got {image_format!r}")
+        if timeout <= 0 or deadline <= 0:
+            raise ValueError("PolicyClient.timeout and PolicyClient.deadline must be > 0 seconds")
+        self.url = url.rstrip("/")
+        self.encoding, self.image_format = encoding, image_format
+        self.timeout, self.deadline, self.backoff_s = timeout, deadline, backoff_s
+        self._headers = {"accept": protocol.CONTENT_TYPES[encoding], "content-type": protocol.CONTENT_TYPES[encoding]}
+        if api_key:
+            self._headers[protocol.API_KEY_HEADER] = api_key
+        self._http = http or httpx.Client(timeout=timeout)
+        self._metadata: dict | None = None
+        self.episode_id: str | None = None
+        self.step = 0
+
+    # ---------------------------------------------------------------- API
+
+    def healthz(self) -> dict:
+        return self._call("GET", "/healthz")
+
+    def metadata(self, refresh: bool = False) -> dict:
+        if self._metadata is None or refresh:
+            self._metadata = self._call("GET", "/v1/metadata")
+        return self._metadata
+
+    def start_episode(self, embodiment: str | None = None, instruction: str | None = None) -> str:
+        """Start an episode (pinned to the server's current policy version); acts default to it."""
+        body = {k: v for k, v in (("embodiment", embodiment), ("instruction", instruction)) if v is not None}
+        out = self._call("POST", "/v1/episodes", body)
+        self.episode_id, self.step = out["episode_id"], 0
+        return self.episode_id
+
+    def act(self, images: Mapping[str, Any], state, instruction: str, embodiment: str | None = None,
+            think: bool = False, seed: int | None = None, episode_id: str | None = None) -> ActResult:
+        """One action chunk. `images`: {camera: uint8 [H, W, 3] array, or PNG/JPEG bytes}."""
+        episode_id = episode_id or self.episode_id
+        if episode_id is None:
+            raise ValueError("PolicyClient.act needs an episode: call start_episode() first or pass episode_id")
+        embodiment = embodiment or self._only_embodiment()
+        binary = self.encoding == protocol.MSGPACK
+        state = np.asarray(state, dtype=np.float32)
+        if not np.all(np.isfinite(state)):  # fail on the robot, before a round trip the server would refuse
+            raise ValueError(f"state: must be finite, got {state.tolist()}")
+        body = {
+            "episode_id": episode_id,
+            "embodiment": embodiment,
+            "images": {cam: self._image(img, binary) for cam, img in images.items()},
+            "state": protocol.pack_array(state) if binary else state.tolist(),
+            "instruction": instruction,
+            "think": bool(think),
+            "seed": seed,
+            "step": self.step if episode_id == self.episode_id else None,
+        }
+        out = self._call("POST", "/v1/act", body, send_deadline=True)
+        if episode_id == self.episode_id:
+            self.step += 1
+        return ActResult(actions=protocol.parse_actions(out["actions"]), policy_version=out["policy_version"],
+                         latest_policy_version=out["latest_policy_version"], episode_id=out["episode_id"],
+                         step=out.get("step"), cot=out.get("cot"), timing=out.get("timing", {}))
+
+    def post_reward(self, reward: int, episode_id: str | None = None) -> dict:
+        """The episode's 0/1 outcome (a human's verdict, or the simulator's success)."""
+        episode_id = episode_id or self.episode_id
+        if episode_id is None:
+            raise ValueError("PolicyClient.post_reward needs an episode id")
+        return self._call("POST", f"/v1/episodes/{episode_id}/reward", {"reward": int(reward)})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---------------------------------------------------------------- internals
+
+    def _only_embodiment(self) -> str:
+        names = sorted(self.metadata()["embodiments"])
+        if len(names) != 1:
+            raise ValueError(f"the server serves embodiments {names}: pass embodiment=")
+        return names[0]
+
+    def _image(self, img: Any, binary: bool) -> Any:
+        if isinstance(img, (bytes, bytearray)):  # already PNG/JPEG from the camera driver
+            return bytes(img) if binary else base64.b64encode(img).decode()
+        img = np.asarray(img)
+        if self.image_format == "png":
+            png = protocol.encode_png(img)
+            return png if binary else base64.b64encode(png).decode()
+        return protocol.pack_array(img.astype(np.uint8, copy=False), binary=binary)
+
+    def _call(self, method: str, path: str, body: dict | None = None, send_deadline: bool = False) -> dict:
+        end = time.monotonic() + self.deadline
+        delay = self.backoff_s
+        while True:
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{method} {path}: deadline of {self.deadline} s passed")
+            content = None
+            if body is not None:
+                if send_deadline:
+                    body = dict(body, deadline_ms=round(remaining * 1e3, 1))
+                content = protocol.encode(body, self.encoding)
+            try:
+                resp = self._http.request(method, self.url + path, content=content, headers=self._headers,
+                                          timeout=min(self.timeout, remaining))
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                resp = None  # nothing reached the server: safe to retry
+            if resp is not None and resp.status_code not in _RETRYABLE_STATUS:
+                return self._decode(resp)
+            sleep = min(delay, end - time.monotonic())
+            if sleep <= 0:
+                if resp is not None:
+                    return self._decode(resp)
+                raise TimeoutError(f"{method} {path}: server unreachable within {self.deadline} s")
+            time.sleep(sleep)
+            delay = min(delay * 2, 1.0)
+
+    @staticmethod
+    def _decode(resp: httpx.Response) -> dict:
+        media = resp.headers.get("content-type", "")
+        try:
+            obj = protocol.decode(resp.content, protocol.encoding_of(media))
+        except protocol.ProtocolError:
+            obj = {"error": {"field": "", "message": resp.text[:300]}}
+        if resp.status_code >= 400:
+            err = obj.get("error") if isinstance(obj, dict) else None
+            if isinstance(err, dict):
+                raise PolicyServerError(resp.status_code, str(err.get("field", "")), str(err.get("message", "")))
+            raise PolicyServerError(resp.status_code, "", str(obj)[:300])
+        return obj

@@ -1,0 +1,213 @@
+"""The FastAPI app in-process (no Ray) around the real debug `Policy`: the HTTP contract end to end."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from serving_testlib import ACTION_DIM, CAMERAS, CHUNK, make_obs
+
+from syvla.client import PolicyClient, PolicyServerError
+from syvla.model.policy import Policy
+from syvla.serving import protocol as P
+from syvla.serving import replay_buffer as rb
+from syvla.serving.app import create_app
+from syvla.serving.config import ServeConfig
+from syvla.serving.host import PolicyHost
+
+API_KEY = "s3cret"
+# PolicyClient passes per-request timeouts, which Starlette's TestClient ignores with a warning.
+pytestmark = pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument")
+
+
+def make_server(tmp_path, ckpt, **config):
+    cfg = ServeConfig(checkpoint=str(ckpt), version=0, replay_dir=str(tmp_path / "replay"), **config)
+    host = PolicyHost(cfg, replay=rb.ReplayWriter(cfg.replay_dir, writer_id="test"))
+    host.load_version(cfg.version, cfg.checkpoint)
+    return host, TestClient(create_app(host))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, debug_ckpts):
+    tmp = tmp_path_factory.mktemp("app")
+    host, http = make_server(tmp, debug_ckpts[0], api_key=API_KEY, max_body_bytes=300_000)
+    with http:
+        yield host, http
+
+
+def client(http, encoding, **kw):
+    kw.setdefault("api_key", API_KEY)
+    return PolicyClient("http://testserver", encoding=encoding, http=http, **kw)
+
+
+@pytest.mark.parametrize("encoding,image_format", [("msgpack", "raw"), ("msgpack", "png"), ("json", "png"),
+                                                   ("json", "raw")])
+def test_act_matches_in_process_policy(server, debug_ckpts, encoding, image_format):
+    host, http = server
+    c = client(http, encoding, image_format=image_format)
+    assert c.metadata()["embodiments"]["metaworld"]["cameras"] == list(CAMERAS)
+    episode = c.start_episode(instruction="pick up the puck")
+    obs = make_obs(3)
+    out = c.act(obs["images"], obs["state"], obs["instruction"], seed=11)
+    assert out.actions.shape == (CHUNK, ACTION_DIM) and out.actions.dtype == np.float32
+    assert (out.policy_version, out.latest_policy_version, out.episode_id, out.step) == (0, 0, episode, 0)
+    assert {"queue_ms", "infer_ms", "replay_ms", "server_ms", "batch_size"} <= set(out.timing)
+    expected = Policy.load(debug_ckpts[0]).infer({**obs, "embodiment": "metaworld", "seed": 11})["actions"]
+    np.testing.assert_allclose(out.actions, expected, rtol=1e-5, atol=1e-6)  # same model, same noise
+    assert c.act(obs["images"], obs["state"], obs["instruction"], seed=11).step == 1
+
+
+def test_replay_records_what_was_served(server):
+    host, http = server
+    c = client(http, "msgpack")
+    episode = c.start_episode(embodiment="metaworld", instruction="open the drawer")
+    served = [c.act(make_obs(i)["images"], make_obs(i)["state"], "open the drawer", seed=i).actions for i in range(3)]
+    c.post_reward(1)
+    ep = rb.ReplayReader(host.config.replay_dir).episodes()[episode]
+    assert (ep.reward, ep.policy_version, ep.instruction, ep.embodiment) == (1, 0, "open the drawer", "metaworld")
+    assert [s["step"] for s in ep.steps] == [0, 1, 2]
+    for s, actions, i in zip(ep.steps, served, range(3)):
+        np.testing.assert_array_equal(s["actions"], actions)
+        np.testing.assert_array_equal(s["images"]["topview"], make_obs(i)["images"]["topview"])
+        assert (s["seed"], s["policy_version"]) == (i, 0)
+
+
+def test_auth_size_limit_and_errors(server):
+    host, http = server
+    assert http.get("/healthz").json() == {"status": "ok", "policy_version": 0}  # health needs no key
+    assert http.get("/v1/metadata").status_code == 401
+    assert http.get("/v1/metadata", headers={"authorization": f"Bearer {API_KEY}"}).status_code == 200
+    with pytest.raises(PolicyServerError) as err:
+        PolicyClient("http://testserver", api_key="wrong", http=http).start_episode()
+    assert (err.value.status, err.value.field) == (401, "x-api-key")
+    key = {"x-api-key": API_KEY, "content-type": "application/json"}
+    big = json.dumps({"pad": "x" * 400_000})
+    assert http.post("/v1/act", content=big, headers=key).status_code == 413
+    chunks = (b"x" * 100_000 for _ in range(4))  # chunked: no content-length to check up front
+    assert http.post("/v1/act", content=chunks, headers=key).status_code == 413
+    assert http.post("/v1/act", content=b"{}", headers={**key, "content-type": "text/plain"}).status_code == 415
+    c = client(http, "json")
+    c.start_episode()
+    obs = make_obs(0)
+    with pytest.raises(PolicyServerError) as err:
+        c.act({"corner2": obs["images"]["corner2"]}, obs["state"], "pick")
+    assert (err.value.status, err.value.field) == (422, "images.topview")
+    with pytest.raises(ValueError, match="state: must be finite"):  # the client refuses before sending
+        c.act(obs["images"], np.full(39, np.nan), "pick")
+    body = {"episode_id": c.episode_id, "embodiment": "metaworld", "instruction": "pick", "state": [np.nan] * 39,
+            "images": {k: P.pack_array(v) for k, v in obs["images"].items()}}
+    r = http.post("/v1/act", content=msgpack.packb(body), headers={**key, "content-type": "application/msgpack"})
+    assert r.status_code == 422 and msgpack.unpackb(r.content)["error"]["field"] == "state[0]"
+    # A msgpack request may ask for a JSON reply, and errors follow the negotiated encoding.
+    r = http.post("/v1/episodes", content=msgpack.packb({"embodiment": "nope"}),
+                  headers={**key, "content-type": "application/msgpack", "accept": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "embodiment"
+
+
+def test_server_deadline(server):
+    host, http = server
+    c = client(http, "msgpack")
+    c.start_episode()
+    obs = make_obs(0)
+    body = {"episode_id": c.episode_id, "embodiment": "metaworld", "state": obs["state"].tolist(),
+            "images": {k: P.pack_array(v) for k, v in obs["images"].items()}, "instruction": "x",
+            "deadline_ms": 1e-6}
+    r = http.post("/v1/act", content=msgpack.packb(body),
+                  headers={"x-api-key": API_KEY, "content-type": "application/msgpack"})
+    assert r.status_code == 504 and msgpack.unpackb(r.content)["error"]["field"] == "deadline_ms"
+
+
+def test_episodes_stay_on_their_pinned_version(tmp_path, debug_ckpts):
+    host, http = make_server(tmp_path, debug_ckpts[0], keep_versions=2)
+    c_old, c_new = client(http, "msgpack", api_key=None), client(http, "msgpack", api_key=None)
+    c_old.start_episode()
+    obs = {**make_obs(1), "embodiment": "metaworld", "seed": 5}
+    before = c_old.act(obs["images"], obs["state"], obs["instruction"], seed=5)
+    host.load_version(1, str(debug_ckpts[1]))  # an update lands mid-episode
+    during = c_old.act(obs["images"], obs["state"], obs["instruction"], seed=5)
+    assert (during.policy_version, during.latest_policy_version) == (0, 1)
+    np.testing.assert_array_equal(during.actions, before.actions)  # still version 0's weights
+    c_new.start_episode()
+    new = c_new.act(obs["images"], obs["state"], obs["instruction"], seed=5)
+    assert new.policy_version == 1
+    np.testing.assert_allclose(new.actions, Policy.load(debug_ckpts[1]).infer(obs)["actions"], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(new.actions, before.actions)
+    host.load_version(2, str(debug_ckpts[1]))  # version 0 falls out of the two kept
+    with pytest.raises(PolicyServerError) as err:
+        c_old.act(obs["images"], obs["state"], obs["instruction"])
+    assert (err.value.status, err.value.field) == (409, "episode_id")
+    assert host.versions == [1, 2] and not host.load_version(0, str(debug_ckpts[0]))  # stale publish ignored
+    eps = rb.ReplayReader(tmp_path / "replay").episodes()
+    assert eps[c_old.episode_id].policy_versions == {0} and eps[c_new.episode_id].policy_versions == {1}
+
+
+# ---------------------------------------------------------------- fuzz: malformed bodies never give a 5xx
+
+def _valid_body(episode_id: str) -> dict:
+    obs = make_obs(0, side=8)
+    return {"episode_id": episode_id, "embodiment": "metaworld", "instruction": "pick",
+            "images": {k: P.pack_array(v) for k, v in obs["images"].items()}, "state": obs["state"].tolist()}
+
+
+leaves = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64 - 1), st.floats(allow_nan=True),
+                   st.text(max_size=20), st.binary(max_size=40))
+values = st.recursive(leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
+                                                                                        max_size=4), max_leaves=12)
+FIELDS = ["episode_id", "embodiment", "instruction", "images", "state", "think", "seed", "step", "deadline_ms",
+          "images.corner2", "images.topview", "images.corner2.dtype", "images.corner2.shape", "images.corner2.data",
+          "state.0"]
+
+
+def mutate(body: dict, path: str, value, delete: bool) -> dict:
+    body = json.loads(json.dumps(body, default=lambda b: {"__b": b.hex()}), object_hook=lambda d: bytes.fromhex(
+        d["__b"]) if set(d) == {"__b"} else d)  # deep copy keeping bytes
+    *parents, last = path.split(".")
+    node = body
+    for p in parents:
+        node = node[p] if isinstance(node, dict) else node[int(p)]
+    key = int(last) if isinstance(node, list) else last
+    if delete and isinstance(node, dict):
+        node.pop(key, None)
+    else:
+        node[key] = value
+    return body
+
+
+def encode_any(obj, encoding: str) -> bytes:
+    if encoding == "msgpack":
+        return msgpack.packb(obj, use_bin_type=True)
+    return json.dumps(obj, default=lambda b: b.hex() if isinstance(b, bytes) else str(b)).encode()
+
+
+def check_no_5xx(http, content: bytes, content_type: str) -> None:
+    r = http.post("/v1/act", content=content, headers={"content-type": content_type})
+    assert r.status_code < 500, (r.status_code, r.content[:300])
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory, debug_ckpts):
+    host, http = make_server(tmp_path_factory.mktemp("fuzz"), debug_ckpts[0], max_image_side=64)
+    with http:
+        episode = http.post("/v1/episodes").json()["episode_id"]
+        yield http, episode
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(FIELDS), value=values, delete=st.booleans(), encoding=st.sampled_from(["msgpack", "json"]))
+def test_fuzz_mutated_bodies_get_4xx_not_5xx(open_server, path, value, delete, encoding):
+    http, episode = open_server
+    body = mutate(_valid_body(episode), path, value, delete)
+    check_no_5xx(http, encode_any(body, encoding), P.CONTENT_TYPES[encoding])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.binary(max_size=200) | values.map(lambda v: msgpack.packb(v, use_bin_type=True)),
+       content_type=st.sampled_from(["application/json", "application/msgpack", "", "text/plain"]))
+def test_fuzz_random_bodies_get_4xx_not_5xx(open_server, raw, content_type):
+    http, _ = open_server
+    check_no_5xx(http, raw, content_type)

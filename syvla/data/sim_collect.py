@@ -1,0 +1,180 @@
+"""Meta-World expert collection as plain functions: the plan, a worker, an ordered sink.
+
+pipelines/collect_sim.py wraps `EpisodeCollector` in Ray actors; everything
+here also runs in one process (see `collect_local`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from syvla import constants as K
+from syvla.data import metaworld_sim as ms
+from syvla.data.lerobot import LeRobotWriteOptions, LeRobotWriter
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectSimConfig:
+    """Meta-World expert demonstrations -> a LeRobot v3.0 dataset."""
+
+    tasks: str = "reach-v3,button-press-topdown-v3,drawer-close-v3"  # comma-separated Meta-World v3 tasks (fast, reliable experts)
+    episodes_per_task: int = 10
+    image_size: int = 64  # px, square, every camera
+    views: str = ",".join(ms.DEFAULT_VIEWS)  # comma-separated cameras (= METAWORLD.cameras)
+    seed: int = 0  # draws every episode's layout seed and which episodes get CoT text
+    cot_fraction: float = 0.1  # fraction of episodes with templated chain-of-thought text per frame
+    max_steps: int = 200  # per episode; the experts succeed in 35-140 steps
+    output: str = "data/metaworld"  # dataset folder (git-ignored)
+    codec: str = "h264"  # video codec: h264 (fast on CPU) or av1
+    workers: int = 0  # parallel collectors; 0 = one per CPU Ray reports
+    num_cpus: int = 2  # CPUs of the local Ray instance started when none is running
+    address: str = ""  # Ray address; "" = $RAY_ADDRESS (set by `ray job submit`) or a new local instance
+    overwrite: bool = False  # replace an existing dataset even if it was made with the same arguments
+
+    def __post_init__(self):
+        tasks = self.task_list
+        if not tasks:
+            raise ValueError("CollectSimConfig.tasks must name at least one task")
+        unknown = [t for t in tasks if t not in ms.TASK_INSTRUCTIONS]
+        if unknown:
+            raise ValueError(f"CollectSimConfig.tasks has unknown Meta-World tasks {unknown}")
+        if self.episodes_per_task < 1:
+            raise ValueError(f"CollectSimConfig.episodes_per_task must be >= 1, got {self.episodes_per_task}")
+        if self.image_size < 8 or self.image_size % 2:
+            raise ValueError(f"CollectSimConfig.image_size must be even and >= 8 (yuv420p video), got {self.image_size}")
+        if not self.view_list:
+            raise ValueError("CollectSimConfig.views must name at least one camera")
+        if not 0.0 <= self.cot_fraction <= 1.0:
+            raise ValueError(f"CollectSimConfig.cot_fraction must be in [0, 1], got {self.cot_fraction}")
+        if not 1 <= self.max_steps <= ms.MAX_PATH_LENGTH:
+            raise ValueError(f"CollectSimConfig.max_steps must be in 1..{ms.MAX_PATH_LENGTH}, got {self.max_steps}")
+        if not self.output:
+            raise ValueError("CollectSimConfig.output must be a folder path")
+        if self.codec not in ("h264", "av1"):
+            raise ValueError(f"CollectSimConfig.codec must be 'h264' or 'av1', got {self.codec!r}")
+        if self.workers < 0 or self.num_cpus < 1:
+            raise ValueError("CollectSimConfig.workers must be >= 0 and num_cpus >= 1")
+
+    @property
+    def task_list(self) -> list[str]:
+        return [t.strip() for t in self.tasks.split(",") if t.strip()]
+
+    @property
+    def view_list(self) -> list[str]:
+        return [v.strip() for v in self.views.split(",") if v.strip()]
+
+    def fingerprint(self) -> dict:
+        """The fields that decide the dataset's content (not where or how fast it is made)."""
+        skip = {"output", "workers", "num_cpus", "address", "overwrite"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeSpec:
+    episode_id: int
+    task: str
+    seed: int  # layout seed
+    cot: bool
+
+
+def episode_plan(cfg: CollectSimConfig) -> list[EpisodeSpec]:
+    """Every episode to collect, grouped by task (so a worker rarely switches envs)."""
+    tasks = cfg.task_list
+    n = len(tasks) * cfg.episodes_per_task
+    rng = np.random.default_rng(cfg.seed)
+    seeds = rng.choice(2**31 - 1, size=n, replace=False)  # distinct layouts across the run
+    cot = np.zeros(n, bool)
+    cot[rng.choice(n, size=int(round(cfg.cot_fraction * n)), replace=False)] = True
+    return [EpisodeSpec(i, tasks[i // cfg.episodes_per_task], int(seeds[i]), bool(cot[i])) for i in range(n)]
+
+
+class EpisodeCollector:
+    """Runs expert episodes, reusing one SimRobot (env + renderer per task)."""
+
+    def __init__(self, image_size: int, views, max_steps: int):
+        self.robot = ms.SimRobot(image_size=image_size, views=views)
+        self.image_size, self.views, self.max_steps = image_size, tuple(views), max_steps
+
+    def run(self, spec: EpisodeSpec) -> pa.Table:
+        return ms.run_expert_episode(spec.task, spec.seed, image_size=self.image_size, views=self.views,
+                                     max_steps=self.max_steps, cot=spec.cot, episode_id=spec.episode_id,
+                                     robot=self.robot)
+
+
+class OrderedSink:
+    """Writes episodes in episode_id order whatever order they finish in (deterministic output)."""
+
+    def __init__(self, writer: LeRobotWriter, first_id: int = 0):
+        self.writer = writer
+        self.next_id = first_id
+        self.pending: dict[int, pa.Table] = {}
+
+    def add(self, table: pa.Table) -> None:
+        self.pending[int(table.column(K.EPISODE_ID)[0].as_py())] = table
+        while self.next_id in self.pending:
+            self.writer.add_episode(self.pending.pop(self.next_id))
+            self.next_id += 1
+
+
+class Progress:
+    """Counts episodes and successes per task; one line per finished episode."""
+
+    def __init__(self, total: int, log=print):
+        self.total, self.log = total, log
+        self.done = 0
+        self.success: dict[str, list[int]] = {}
+
+    def update(self, spec: EpisodeSpec, table: pa.Table) -> None:
+        self.done += 1
+        ok = bool(table.column(K.SUCCESS)[0].as_py())
+        s = self.success.setdefault(spec.task, [0, 0])
+        s[0] += ok
+        s[1] += 1
+        all_ok = sum(v[0] for v in self.success.values())
+        self.log(f"[collect_sim] {self.done}/{self.total} {spec.task} seed={spec.seed}: {table.num_rows} frames, "
+                 f"{'success' if ok else 'FAILED'}; successes {all_ok}/{self.done}")
+
+    def summary(self) -> str:
+        per_task = ", ".join(f"{t} {a}/{b}" for t, (a, b) in self.success.items())
+        return f"successes by task: {per_task}"
+
+
+def existing_matches(cfg: CollectSimConfig) -> bool:
+    """True when cfg.output already holds a complete dataset made with the same content arguments."""
+    info = Path(cfg.output) / "meta" / "info.json"
+    if not info.is_file():
+        return False
+    try:
+        made_with = json.loads(info.read_text()).get("syvla", {}).get("collect_config")
+    except json.JSONDecodeError:
+        return False
+    return made_with == json.loads(json.dumps(cfg.fingerprint()))
+
+
+def open_writer(cfg: CollectSimConfig) -> LeRobotWriter:
+    opts = LeRobotWriteOptions(fps=1.0 / 0.0125, codec=cfg.codec, robot_type="sawyer")  # Meta-World steps at 80 Hz
+    return LeRobotWriter(cfg.output, opts, dataset=ms.DATASET_NAME, overwrite=True,
+                         extra_info={"collect_config": cfg.fingerprint()})
+
+
+def collect_local(cfg: CollectSimConfig, log=print) -> Path:
+    """Single-process collection (no Ray): same output as pipelines/collect_sim.py."""
+    specs = episode_plan(cfg)
+    worker = EpisodeCollector(cfg.image_size, cfg.view_list, cfg.max_steps)
+    progress = Progress(len(specs), log)
+    try:
+        with open_writer(cfg) as writer:
+            sink = OrderedSink(writer)
+            for spec in specs:
+                table = worker.run(spec)
+                progress.update(spec, table)
+                sink.add(table)
+    finally:
+        worker.robot.close()
+    log(f"[collect_sim] {progress.summary()}")
+    return Path(cfg.output)

@@ -21,7 +21,9 @@ class ServeConfig:
     max_image_side: int = 1024  # pixels; larger camera images get 413
     default_deadline_ms: float = 30_000.0  # server-side budget when the robot sends none; 504 past it
     max_batch_size: int = 8  # @serve.batch: observations per Policy.infer_batch call
-    batch_wait_timeout_s: float = 0.002  # @serve.batch: how long a batch waits to fill
+    # 0 = natural batching: a batch takes whatever arrived while the previous one ran, and a lone
+    # robot never waits for company. Raise it (a few ms) when many robots send in step.
+    batch_wait_timeout_s: float = 0.0  # @serve.batch: seconds a batch waits to fill
     keep_versions: int = 2  # policy versions held in memory for pinned episodes (current + older)
     weight_poll_s: float = 0.5  # replicas poll the weight registry this often (0 = never)
 

@@ -12,3 +12,15 @@ def debug_ckpts(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ckpts")
     return [make_debug_checkpoint(root / f"v{v}", seed=v, policy_version=v) for v in (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def serve_http(ray_local):
+    """Serve's HTTP proxy on a free 127.0.0.1 port for one test module; shut down after it."""
+    from ray import serve
+    from serving_testlib import free_port
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()

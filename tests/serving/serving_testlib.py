@@ -16,3 +16,20 @@ def make_obs(seed: int = 0, side: int = 32) -> dict:
         "state": rng.standard_normal(STATE_DIM).astype(np.float32),
         "instruction": "pick up the puck",
     }
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def act_body(episode_id: str, obs: dict, seed: int | None = None) -> dict:
+    """A msgpack-ready /v1/act body with raw image arrays."""
+    from syvla.serving import protocol as P
+
+    return {"episode_id": episode_id, "embodiment": "metaworld", "instruction": obs["instruction"],
+            "images": {k: P.pack_array(v) for k, v in obs["images"].items()}, "state": P.pack_array(obs["state"]),
+            "seed": seed}

@@ -1,0 +1,195 @@
+"""Ray Serve deployment of the robot API: the Ray edge around `PolicyHost`.
+
+- FastAPI ingress (`@serve.ingress()`, app built per replica by
+  `__serve_build_asgi_app__` from `syvla.serving.app.create_app`).
+- `@serve.batch`: concurrent robots' observations share one
+  `Policy.infer_batch` call and one replay fsync.
+- Back-pressure: `max_ongoing_requests` per replica, `max_queued_requests`
+  beyond which the proxy answers 503 (the client retries within its deadline);
+  autoscaling on ongoing requests.
+- Weights: `reconfigure(user_config)` with `{"version", "uri"}` (what
+  `serve deploy` of an edited config sends), and `publish_weights()`, which
+  stamps `{version, uri}` into a named registry actor that every replica
+  polls. Both load a shadow copy in a worker thread and swap it in under a
+  lock between batches (`PolicyHost.load_version`); running episodes stay on
+  their pinned version.
+- Replay: one writer per replica, own segment files in the shared `replay_dir`.
+
+Nothing here calls `ray.init`; pipelines connect to Ray and call `policy_app`
+or `serve run cluster/serve_config.yaml` imports `build_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from pathlib import Path
+
+import ray
+from ray import serve
+
+from syvla.serving.app import create_app
+from syvla.serving.config import ServeConfig
+from syvla.serving.host import PolicyHost
+from syvla.serving.replay_buffer import ReplayWriter
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT_NAME = "SyVLAPolicy"
+REGISTRY_NAMESPACE = "syvla"
+
+# Defaults for a GPU cluster; `serve_config.yaml` or `policy_app(**options)` override them.
+DEFAULT_OPTIONS = dict(
+    max_ongoing_requests=32,  # per replica; a few batches' worth
+    max_queued_requests=64,  # beyond this the proxy answers 503 instead of queueing forever
+    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8,
+                        "upscale_delay_s": 10, "downscale_delay_s": 120},
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+    graceful_shutdown_timeout_s=30,
+)
+
+
+def registry_name(app_name: str) -> str:
+    return f"syvla-weights-{app_name}"
+
+
+@ray.remote(num_cpus=0)
+class WeightRegistry:
+    """The published weights of one Serve app: `{version, uri}` history and the replicas' acks."""
+
+    def __init__(self):
+        self._history: list[tuple[int, str]] = []
+        self._acks: dict[str, tuple[int, float]] = {}
+
+    def publish(self, version: int, uri: str) -> None:
+        if self._history and version <= self._history[-1][0]:
+            raise ValueError(f"version {version} is not newer than the published {self._history[-1][0]}")
+        self._history.append((int(version), str(uri)))
+
+    def history(self, n: int) -> list[tuple[int, str]]:
+        return self._history[-n:]
+
+    def ack(self, replica: str, version: int) -> None:
+        self._acks[replica] = (int(version), time.time())
+
+    def acks(self) -> dict[str, tuple[int, float]]:
+        return dict(self._acks)
+
+
+def get_registry(app_name: str):
+    # Detached: outlives the publishing driver, so replicas started later still find it.
+    return WeightRegistry.options(name=registry_name(app_name), namespace=REGISTRY_NAMESPACE,
+                                  lifetime="detached", get_if_exists=True).remote()
+
+
+@serve.ingress()
+class PolicyDeployment:
+    """One replica: a `PolicyHost`, its replay writer, and the FastAPI app over them."""
+
+    async def __init__(self, config: dict):
+        self.config = ServeConfig.from_dict(config)
+        ctx = serve.get_replica_context()
+        self.app_name = ctx.app_name
+        self.replica_id = re.sub(r"[^A-Za-z0-9_-]", "_", f"{ctx.app_name}-{ctx.replica_id.unique_id}-{os.getpid()}")
+        replay = None
+        if self.config.replay_dir:
+            replay = ReplayWriter(Path(self.config.replay_dir), writer_id=self.replica_id,
+                                  segment_bytes=self.config.replay_segment_bytes)
+        self.host = PolicyHost(self.config, replay=replay)
+        self._batched.set_max_batch_size(self.config.max_batch_size)
+        self._batched.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
+        if self.config.checkpoint:
+            await asyncio.to_thread(self.host.load_version, self.config.version, self.config.checkpoint)
+        self._registry = None
+        if self.config.weight_poll_s > 0:
+            await self._sync_registry()  # a replica started after a publish begins on the published weights
+            self._poller = asyncio.get_running_loop().create_task(self._follow_registry())
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.host, act=self._act)
+
+    async def _act(self, req, arrived: float):
+        return await self._batched((req, arrived))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)  # both reset from ServeConfig in __init__
+    async def _batched(self, items: list[tuple]) -> list:
+        reqs, arrivals = [r for r, _ in items], [a for _, a in items]
+        # A worker thread: the event loop keeps accepting requests (the next batch) meanwhile.
+        return await asyncio.to_thread(self.host.act_batch, reqs, arrivals)
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """`{"version": int, "uri": checkpoint dir}`: load it beside the held versions, then swap."""
+        if not isinstance(user_config, dict) or not {"version", "uri"} <= set(user_config):
+            raise ValueError(f'user_config must be {{"version": int, "uri": str}}, got {user_config!r}')
+        await asyncio.to_thread(self.host.load_version, int(user_config["version"]), str(user_config["uri"]))
+
+    async def check_health(self) -> None:
+        reason = self.host.health()
+        if reason is not None:
+            raise RuntimeError(reason)
+
+    async def _sync_registry(self) -> None:
+        if self._registry is None:
+            self._registry = get_registry(self.app_name)
+        for version, uri in await self._registry.history.remote(self.config.keep_versions):
+            if version not in self.host.versions:
+                await asyncio.to_thread(self.host.load_version, version, uri)
+        if self.host.current_version is not None:
+            await self._registry.ack.remote(self.replica_id, self.host.current_version)
+
+    async def _follow_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.weight_poll_s)
+            try:
+                await self._sync_registry()
+            except Exception as exc:  # a failed load or a lost registry: keep serving what we hold
+                log.warning("weight registry sync failed: %r", exc)
+                self._registry = None
+
+
+def policy_app(config: ServeConfig, **options):
+    """The Serve application for `serve.run` (options override DEFAULT_OPTIONS, e.g. num_replicas)."""
+    opts = dict(DEFAULT_OPTIONS, **options)
+    if "num_replicas" in options:
+        opts.pop("autoscaling_config", None)
+    if config.checkpoint and "user_config" not in opts:
+        opts["user_config"] = {"version": config.version, "uri": config.checkpoint}
+    return serve.deployment(name=DEPLOYMENT_NAME)(PolicyDeployment).options(**opts).bind(
+        {k: getattr(config, k) for k in config.__dataclass_fields__})
+
+
+def build_app(args: dict):
+    """Application builder for `serve run` / `serve deploy`: `args` are ServeConfig fields."""
+    return policy_app(ServeConfig.from_dict(dict(args or {})))
+
+
+def publish_weights(app_name: str, ckpt_dir: str | os.PathLike, version: int, wait: bool = True,
+                    timeout_s: float = 300.0) -> None:
+    """Make `version` (weights in `ckpt_dir`) current on every replica of `app_name`.
+
+    Called by the RL controller. Stamps `{version, uri}` into the app's weight
+    registry; each replica loads a shadow copy and swaps it in between
+    batches. With `wait`, returns once every running replica reports it (or
+    raises TimeoutError). `ckpt_dir` must be readable by every replica's node.
+    """
+    registry = get_registry(app_name)
+    ray.get(registry.publish.remote(int(version), str(Path(ckpt_dir).resolve())))
+    if not wait:
+        return
+    end = time.monotonic() + timeout_s
+    while True:
+        status = serve.status().applications.get(app_name)
+        running = status.deployments[DEPLOYMENT_NAME].replica_states.get("RUNNING", 0) if status else 0
+        acks = ray.get(registry.acks.remote())
+        fresh = time.time() - 30.0  # acks of replicas that died long ago do not count
+        done = sum(1 for v, t in acks.values() if v >= version and t >= fresh)
+        if running and done >= running:
+            return
+        if time.monotonic() > end:
+            raise TimeoutError(f"policy version {version}: {done} of {running} replicas of {app_name!r} "
+                               f"loaded it within {timeout_s} s")
+        time.sleep(0.2)

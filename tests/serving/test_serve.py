@@ -1,0 +1,169 @@
+"""The robot API through the real Ray Serve deployment (2 replicas, real debug Policy)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from serving_testlib import ACTION_DIM, CHUNK, act_body, make_obs
+
+from syvla.client import PolicyClient, PolicyServerError
+from syvla.model.policy import Policy
+from syvla.serving import protocol as P
+from syvla.serving import replay_buffer as rb
+from syvla.serving.config import ServeConfig
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+APP = "syvla_test"
+KEY = "k3y"
+
+
+@pytest.fixture(scope="module")
+def app(serve_http, debug_ckpts, tmp_path_factory):
+    from ray import serve
+
+    from syvla.serving.deployment import policy_app
+
+    replay = tmp_path_factory.mktemp("serve_replay")
+    cfg = ServeConfig(checkpoint=str(debug_ckpts[0]), version=0, replay_dir=str(replay), api_key=KEY,
+                      max_body_bytes=2_000_000, weight_poll_s=0.2)
+    serve.run(policy_app(cfg, num_replicas=2, ray_actor_options={"num_cpus": 0}), name=APP, route_prefix="/",
+              blocking=False)
+    _wait_ready(serve_http)
+    yield serve_http, replay
+    serve.delete(APP)
+
+
+def _wait_ready(url: str, timeout: float = 180.0) -> None:
+    from ray import serve
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        status = serve.status().applications.get(APP)
+        if status is not None and status.status == "RUNNING":
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"{APP} not running: {serve.status()}")
+
+
+@pytest.fixture(scope="module")
+def policies(debug_ckpts):
+    return [Policy.load(c) for c in debug_ckpts]
+
+
+@pytest.mark.parametrize("encoding", P.ENCODINGS)
+def test_act_round_trip(app, policies, encoding):
+    url, _ = app
+    with PolicyClient(url, api_key=KEY, encoding=encoding) as c:
+        assert c.healthz()["status"] == "ok"
+        c.start_episode(instruction="pick up the puck")
+        obs = make_obs(2)
+        out = c.act(obs["images"], obs["state"], obs["instruction"], seed=4)
+        assert out.actions.shape == (CHUNK, ACTION_DIM) and out.policy_version == 0
+        expected = policies[0].infer({**obs, "embodiment": "metaworld", "seed": 4})["actions"]
+        np.testing.assert_allclose(out.actions, expected, rtol=1e-4, atol=1e-5)
+        c.post_reward(1)
+
+
+def test_auth_and_size_limit(app):
+    url, _ = app
+    assert httpx.get(url + "/v1/metadata").status_code == 401
+    assert httpx.get(url + "/v1/metadata", headers={"x-api-key": KEY}).status_code == 200
+    big = httpx.post(url + "/v1/act", content=b"\0" * 3_000_000,
+                     headers={"x-api-key": KEY, "content-type": "application/msgpack"})
+    assert big.status_code == 413
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(["state", "images", "embodiment", "seed", "episode_id", "instruction"]),
+       value=st.one_of(st.none(), st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=5),
+                       st.binary(max_size=10), st.lists(st.floats(allow_nan=True), max_size=40)),
+       garbage=st.binary(max_size=30))
+def test_fuzz_through_serve(app, field, value, garbage):
+    url, _ = app
+    headers = {"x-api-key": KEY, "content-type": "application/msgpack"}
+    body = act_body(P.make_episode_id("0" * 32, 0), make_obs(0, side=8), seed=1)
+    body[field] = value
+    for content in (msgpack.packb(body, use_bin_type=True), garbage):
+        r = httpx.post(url + "/v1/act", content=content, headers=headers, timeout=60)
+        assert r.status_code < 500, (r.status_code, r.content[:200])
+
+
+def test_weight_swap_under_continuous_requests(app, policies, debug_ckpts):
+    """Robots keep acting while version 1 is published: no failure, no mixed episode, no mislabeled chunk."""
+    from syvla.serving.deployment import publish_weights
+
+    url, replay = app
+    obs = {**make_obs(5), "embodiment": "metaworld", "seed": 9}
+    expected = {v: p.infer(obs)["actions"] for v, p in enumerate(policies)}
+    assert not np.allclose(expected[0], expected[1])
+    results, errors, stop = [], [], threading.Event()
+    published_at = []
+
+    def robot():
+        with PolicyClient(url, api_key=KEY, deadline=120, timeout=60) as c:
+            while not stop.is_set():
+                try:
+                    eid = c.start_episode()
+                    started = time.monotonic()
+                    for _ in range(3):
+                        out = c.act(obs["images"], obs["state"], obs["instruction"], seed=9)
+                        results.append((eid, started, out.policy_version, out.actions))
+                except Exception as exc:  # noqa: BLE001 - every failure is a test failure, recorded
+                    errors.append(repr(exc))
+
+    threads = [threading.Thread(target=robot) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(3)
+        publish_weights(APP, debug_ckpts[1], 1, timeout_s=120)
+        published_at.append(time.monotonic())
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not any(s > published_at[0] and v == 1 for _, s, v, _ in results):
+            time.sleep(0.2)
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    assert errors == []
+    by_episode: dict[str, set] = {}
+    for eid, started, version, actions in results:
+        # The chunk is exactly what the stamped version's weights give: never a half-loaded or other model.
+        np.testing.assert_allclose(actions, expected[version], rtol=1e-4, atol=1e-5)
+        assert version == P.parse_episode_id(eid)
+        by_episode.setdefault(eid, set()).add(version)
+        if started > published_at[0]:
+            assert version == 1  # episodes started after publish_weights returned run the new weights
+    assert all(len(v) == 1 for v in by_episode.values())
+    assert {v for vs in by_episode.values() for v in vs} == {0, 1}
+    # Every acknowledged chunk is in the replay buffer, on its episode's version.
+    episodes = rb.ReplayReader(replay).episodes(decode=False)
+    recorded = {(e.episode_id, s["policy_version"]) for e in episodes.values() for s in e.steps}
+    assert {(eid, v) for eid, _, v, _ in results} <= recorded
+    assert all(len(e.policy_versions) <= 1 for e in episodes.values())
+
+
+def test_client_retries_until_deadline_when_server_is_unreachable():
+    with PolicyClient("http://127.0.0.1:9", deadline=0.5, backoff_s=0.05) as c:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            c.healthz()
+        assert 0.4 < time.monotonic() - t0 < 5
+
+
+def test_unknown_pinned_version_is_409(app):
+    url, _ = app
+    with PolicyClient(url, api_key=KEY) as c:
+        obs = make_obs(0)
+        with pytest.raises(PolicyServerError) as err:
+            c.act(obs["images"], obs["state"], obs["instruction"], episode_id=P.make_episode_id("1" * 32, 77))
+        assert (err.value.status, err.value.field) == (409, "episode_id")

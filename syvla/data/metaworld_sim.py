@@ -30,7 +30,7 @@ import pyarrow as pa  # noqa: E402
 
 from syvla import constants as K  # noqa: E402
 from syvla.data import images  # noqa: E402
-from syvla.data.schema import FRAME_SCHEMA, conform  # noqa: E402
+from syvla.data.schema import conform  # noqa: E402
 
 DATASET_NAME = "metaworld"  # = embodiment name in syvla/model/config.py (METAWORLD)
 STATE_DIM = 39  # full observation: hand, gripper, 2 objects (pos+quat), previous frame, goal
@@ -459,5 +459,4 @@ def run_expert_episode(
 __all__ = [
     "TASK_INSTRUCTIONS", "TASK_PLANS", "DEFAULT_VIEWS", "DATASET_NAME", "STATE_DIM", "ACTION_DIM",
     "instruction", "plan_text", "CameraRig", "make_env", "render_views", "SimRobot", "run_expert_episode",
-    "FRAME_SCHEMA",
 ]

@@ -150,3 +150,30 @@ def test_to_cpu_keeps_reading_the_array_in_place():
     index, query = _planted_index()
     assert index.to("cpu") is index
     assert index.topk(query, 1)[1].item() == 7
+
+
+def test_from_pretrained_loads_a_local_checkpoint(tmp_path):
+    """The real loading path (open_clip.create_model with a file) on a tiny registered config."""
+    import json
+
+    import open_clip
+
+    name = "syvla-test-tiny-clip"
+    cfg = {"embed_dim": 16,
+           "vision_cfg": {"layers": 1, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
+           "text_cfg": {"context_length": 4, "vocab_size": 16, "width": 16, "heads": 1, "layers": 1}}
+    (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(tmp_path / f"{name}.json"))
+    torch.manual_seed(3)
+    ref = open_clip.create_model(name, pretrained=None)
+    torch.save(ref.state_dict(), tmp_path / "clip.pt")
+    enc = ClipImageEncoder.from_pretrained(name, str(tmp_path / "clip.pt"))
+    for k, v in ref.visual.state_dict().items():
+        torch.testing.assert_close(enc.visual.state_dict()[k], v)
+    assert enc.image_size == (32, 32) and enc.embed_dim == 16
+    images = torch.rand(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    x = (images.reshape(6, 3, 32, 32) - torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)) \
+        / torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(ref.encode_image(x), dim=-1).view(2, 3, 16)
+    torch.testing.assert_close(enc(images), want, atol=1e-5, rtol=1e-5)

@@ -14,7 +14,7 @@ class ServeConfig:
     checkpoint: str = ""  # checkpoint directory served at start (the `uri` of version `version`)
     version: int = 0  # policy version stamped on every response served by `checkpoint`
     device: str = "cpu"
-    replay_dir: str = "replay"  # shared directory of replay segments; "" = record nothing
+    replay_dir: str = "runs/replay"  # shared directory of replay segments (absolute on a cluster); "" = off
     replay_segment_bytes: int = 256 * 2**20  # a replica starts a new segment file past this size
     api_key: str = ""  # required in `x-api-key` (or `Authorization: Bearer`) on /v1/*; "" = open
     max_body_bytes: int = 16 * 2**20  # larger requests get 413

@@ -167,3 +167,19 @@ def test_unknown_pinned_version_is_409(app):
         with pytest.raises(PolicyServerError) as err:
             c.act(obs["images"], obs["state"], obs["instruction"], episode_id=P.make_episode_id("1" * 32, 77))
         assert (err.value.status, err.value.field) == (409, "episode_id")
+
+
+def test_sim_robot_episode_through_the_endpoint(app):
+    """A Meta-World robot drives the endpoint: chunks executed, 0/1 reward posted, episode in the replay buffer."""
+    from syvla.serving.evaluate_endpoint import EndpointEvalConfig, evaluate_endpoint
+
+    url, replay = app
+    cfg = EndpointEvalConfig(url=url, api_key=KEY, tasks=("reach-v3",), episodes_per_task=1, max_steps=60,
+                             execute_steps=25, image_size=32)
+    summary = evaluate_endpoint(cfg)
+    (ep,) = summary["results"]
+    assert ep["steps"] == 60 or ep["success"]
+    assert ep["chunks"] == -(-ep["steps"] // 25) and summary["per_task"].keys() == {"reach-v3"}
+    recorded = rb.ReplayReader(replay).episodes(decode=False)[ep["episode_id"]]
+    assert recorded.reward == int(ep["success"]) and len(recorded.steps) == ep["chunks"]
+    assert recorded.instruction == "reach the red goal position"

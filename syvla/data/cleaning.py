@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Iterable
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from syvla import constants as K
+from syvla.data import images
 from syvla.data.columns import combine, episode_bounds, vectors
 from syvla.data.schema import conform
 
@@ -85,19 +85,12 @@ class CleaningConfig:
 
 # ---- images -----------------------------------------------------------------
 def image_status(data: bytes | None, black_max_value: int) -> str | None:
-    """None for a good image, else UNDECODABLE or BLACK. Uses band extrema: no pixel array is built."""
-    from PIL import Image
-
-    if not data:
-        return UNDECODABLE
+    """None for a good image, else UNDECODABLE or BLACK (brightest pixel <= black_max_value)."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            extrema = img.getextrema()
-    except Exception:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError... for bad bytes
+        img = images.decode(data)
+    except images.ImageError:
         return UNDECODABLE
-    bands = extrema if isinstance(extrema[0], tuple) else (extrema,)
-    return BLACK if max(hi for _, hi in bands) <= black_max_value else None
+    return BLACK if int(img.max(initial=0)) <= black_max_value else None
 
 
 # ---- per-episode summaries ----------------------------------------------------

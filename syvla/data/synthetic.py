@@ -7,24 +7,15 @@ black. Deterministic for a given seed."""
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pyarrow as pa
 
 from syvla import constants as K
 from syvla.data.columns import list_column
+from syvla.data.images import encode_png
 from syvla.data.schema import FRAME_SCHEMA
 
 VIEWS = ("corner2", "topview", "gripperPOV")
-
-
-def encode_png(img: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(img, np.uint8)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
 
 
 def _render(rng: np.random.Generator, hand: np.ndarray, size: int, view: int) -> np.ndarray:

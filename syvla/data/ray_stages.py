@@ -282,7 +282,7 @@ class PrepareConfig:
     chunk_len: int = DEFAULT_CHUNK_LEN  # actions per chunk (paper App. A: 50)
     action_representation: str = "native"  # "native" or "eef_relative" (needs an EefSpec for the dataset)
     eef_rotation: str = "axis_angle"  # rotation in the eef_relative form: axis_angle (7-d) or rot6d (10-d)
-    block_frames: int = 2048  # frames per Ray block (whole episodes); fewer means more parallel tasks
+    block_frames: int = 512  # frames per read task and cached block (whole episodes); fewer = more parallel tasks
     rows_per_file: int = 4096  # minimum rows per written parquet shard
     max_quantile_frames: int = 200_000  # q01/q99 exact up to this many frames per dataset, else sampled
     seed: int = 0

@@ -1,0 +1,117 @@
+"""Shared steps of pipelines/pretrain.py and pipelines/finetune.py: parse, connect, data, train, export.
+
+Kept here so the pipeline scripts stay wiring. Nothing here starts Ray by itself
+except `connect_ray`, which the pipelines call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from syvla.train.cli import add_dataclass_args, apply_overrides
+from syvla.train.config import PRESETS, TrainConfig, preset
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """The Meta-World demonstrations a debug run trains on: collected once, prepared once, then reused."""
+
+    tasks: str = "reach-v3,push-v3,button-press-topdown-v3,drawer-close-v3"  # comma-separated tasks to collect
+    episodes_per_task: int = 40  # expert episodes per task
+    image_size: int = 64  # camera px (the model resizes per tower)
+    raw: str = "data/metaworld"  # LeRobot v3.0 dataset written by pipelines/collect_sim.py
+    collect: bool = True  # collect (or reuse) the raw demos and prepare them into --data.path; false = use it as is
+    seed: int = 0  # collection seed (layouts)
+
+
+def parse(argv, default_preset: str, description: str) -> tuple[TrainConfig, DemoConfig]:
+    """--preset NAME, then any TrainConfig field (--optim.peak_lr ...) and DemoConfig field (--demos.tasks ...)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=default_preset, choices=sorted(PRESETS))
+    known, _ = pre.parse_known_args(argv)
+    parser = argparse.ArgumentParser(description=description, parents=[pre],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(parser, TrainConfig)
+    add_dataclass_args(parser, DemoConfig, prefix="demos.")
+    args = vars(parser.parse_args(argv))
+    args.pop("preset")
+    demo_args = {k[len("demos."):]: v for k, v in args.items() if k.startswith("demos.")}
+    train_args = {k: v for k, v in args.items() if not k.startswith("demos.")}
+    try:
+        return apply_overrides(preset(known.preset), train_args), apply_overrides(DemoConfig(), demo_args)
+    except (ValueError, KeyError) as e:
+        parser.error(str(e))
+
+
+def connect_ray():
+    """Join the cluster of `ray job submit` ($RAY_ADDRESS) or start a local one on this machine's CPUs."""
+    import ray
+
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(address=os.environ["RAY_ADDRESS"])
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+    return ray
+
+
+def ensure_demos(demos: DemoConfig, collect_main) -> Path:
+    """Collect the raw demos with the collect_sim pipeline's `main` (it reuses a matching dataset)."""
+    if demos.collect:
+        rc = collect_main(["--tasks", demos.tasks, "--episodes_per_task", str(demos.episodes_per_task),
+                           "--image_size", str(demos.image_size), "--output", demos.raw, "--seed", str(demos.seed)])
+        if rc:
+            raise RuntimeError(f"collect_sim failed with exit code {rc}")
+    return Path(demos.raw)
+
+
+def ensure_prepared(demos: DemoConfig, prepared: str, chunk_len: int) -> Path:
+    """Clean + chunk the raw demos into `prepared` (--data.path), unless a prepared copy newer than them exists."""
+    from syvla.data.ray_stages import PrepareConfig, prepare
+
+    out, raw = Path(prepared), Path(demos.raw)
+    manifest = out / "manifest.json"
+    if manifest.exists():
+        m = json.loads(manifest.read_text())
+        raw_info = raw / "meta" / "info.json"
+        fresh = not raw_info.exists() or raw_info.stat().st_mtime <= manifest.stat().st_mtime
+        if m.get("chunk_len") == chunk_len and fresh:
+            print(f"[train] reusing prepared data {out}", flush=True)
+            return out
+    if not demos.collect and manifest.exists():
+        return out
+    prepare(PrepareConfig(inputs=(f"metaworld={raw}",), output=str(out), chunk_len=chunk_len, overwrite=True))
+    return out
+
+
+def train(cfg: TrainConfig):
+    """Build the stream and fit; returns (ray.train.Result, policy dir of its last checkpoint, seconds)."""
+    from syvla.train import ray_train
+    from syvla.train.data import load_norm_stats, training_dataset
+
+    stats = load_norm_stats(cfg.data.path)
+    ds, sizes = training_dataset(cfg.data, seed=cfg.seed)
+    print(f"[train] {cfg.name}: {cfg.stage} on {sizes} rows, {cfg.max_steps} steps x {cfg.global_batch_size} "
+          f"samples on {cfg.scale.num_workers} worker(s); run dir {ray_train.run_dir(cfg)}", flush=True)
+    t0 = time.time()
+    result = ray_train.fit(cfg, {"train": ds}, stats)
+    if result.error is not None:
+        raise RuntimeError(f"training run {cfg.name} failed: {result.error}")
+    return result, ray_train.policy_checkpoint(result), time.time() - t0
+
+
+def export_policy(policy_dir: Path, dest: str | Path) -> Path:
+    """Copy the final policy checkpoint to `dest` (replaced atomically enough for a local disk)."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(policy_dir, tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest

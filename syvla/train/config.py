@@ -180,7 +180,7 @@ def pretrain_debug() -> TrainConfig:
 
 def finetune_debug() -> TrainConfig:
     return TrainConfig(
-        name="finetune-debug", stage="finetune", model=_debug_model(),
+        name="finetune-debug", stage="finetune", model=_debug_model(), init_from="checkpoints/pretrain/pretrain-debug",
         optim=OptimConfig(peak_lr=3e-4, decay_lr=3e-5, warmup_steps=50, betas=(0.9, 0.995), eps=1e-8, clip_grad_norm=1.0),
         data=DataConfig(tasks=("reach-v3",), multimodal_ratio=0.0),
         scale=ScaleConfig(num_workers=2, use_gpu=False, cpus_per_worker=0.5, max_failures=2),

@@ -22,7 +22,7 @@ from syvla.train.config import PRESETS, TrainConfig, preset
 class DemoConfig:
     """The Meta-World demonstrations a debug run trains on: collected once, prepared once, then reused."""
 
-    tasks: str = "reach-v3,push-v3,button-press-topdown-v3,drawer-close-v3"  # comma-separated tasks to collect
+    tasks: str = "reach-v3,push-v3,button-press-topdown-v3"  # comma-separated tasks to collect
     episodes_per_task: int = 40  # expert episodes per task
     image_size: int = 64  # camera px (the model resizes per tower)
     raw: str = "data/metaworld"  # LeRobot v3.0 dataset written by pipelines/collect_sim.py

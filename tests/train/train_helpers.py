@@ -1,0 +1,33 @@
+"""Tiny synthetic training data and configs shared by the training tests (and their subprocess drivers)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pyarrow as pa
+
+from syvla.data.chunking import add_chunks
+from syvla.data.stats import norm_stats_exact
+from syvla.data.synthetic import VIEWS, synthetic_episode
+from syvla.model.config import ActionExpertConfig, EmbodimentConfig, debug_config
+from syvla.train.config import ScaleConfig, preset
+
+CHUNK = 8
+EMBODIMENT = EmbodimentConfig("synthetic", state_dim=7, action_dim=4, cameras=VIEWS)
+
+
+def synthetic_table(episodes: int = 4, frames: int = 20) -> pa.Table:
+    """Chunked rows (the prepared-data layout) of a few synthetic episodes: 80 rows by default."""
+    return add_chunks(pa.concat_tables([synthetic_episode(i, n_frames=frames) for i in range(episodes)]), CHUNK)
+
+
+def tiny_config(name: str, storage: str, max_steps: int, checkpoint_every: int, workers: int = 2):
+    """The debug model on the synthetic embodiment, batch 4 over `workers` ZeRO-2 workers."""
+    model = debug_config(embodiments=(EMBODIMENT,), expert=ActionExpertConfig(chunk_len=CHUNK), num_query_tokens=4)
+    return dataclasses.replace(preset("pretrain-debug"), name=name, storage_path=storage, model=model,
+                               global_batch_size=4, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                               log_every=max_steps, scale=ScaleConfig(num_workers=workers, max_failures=1))
+
+
+def norm_stats(table: pa.Table):
+    return norm_stats_exact(table)

@@ -10,9 +10,9 @@ Bodies are JSON or msgpack (Content-Type); replies follow Accept, else the
 request's encoding. Every refusal is a 4xx whose body names the field:
 `{"error": {"status", "field", "message"}}`.
 
-`create_app(host)` serves in-process (tests, a laptop); the Serve deployment
-passes its own `act` (a `@serve.batch` method) so many robots share one
-`Policy.infer_batch` call.
+`create_app(host)` serves in-process (tests, a laptop) with natural batching;
+the Serve deployment passes its own `act` (`@serve.batch` in front of the same
+batcher) so many robots share one `Policy.infer_batch` call.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from syvla.serving import protocol
+from syvla.serving.batching import NaturalBatcher
 from syvla.serving.host import PolicyHost
 from syvla.serving.protocol import ActRequest, ProtocolError
 
@@ -36,13 +37,14 @@ ActFn = Callable[[ActRequest, float], Awaitable["dict | ProtocolError"]]
 
 
 def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
-    """The app; `act(request, arrival)` defaults to one unbatched inference in a worker thread."""
+    """The app; `act(request, arrival)` defaults to natural batching in-process (no Ray)."""
     config = host.config
+    if act is None:
+        batcher = NaturalBatcher(host.act_batch_items, config.max_batch_size)
 
-    async def act_unbatched(req: ActRequest, arrived: float):
-        return (await asyncio.to_thread(host.act_batch, [req], [arrived]))[0]
+        async def act(req: ActRequest, arrived: float):
+            return await batcher.submit((req, arrived))
 
-    act = act or act_unbatched
     app = FastAPI(title="syvla policy server", docs_url=None, redoc_url=None, openapi_url=None)
 
     def reply(obj: dict, encoding: str, status: int = 200) -> Response:
@@ -111,10 +113,11 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
     async def act_route(request: Request, req_enc: str, enc: str) -> Response:
         arrived = time.monotonic()
         req = host.parse_act(protocol.decode(await read_body(request), req_enc))
+        parsed = time.monotonic()
         out = await act(req, arrived)
         if isinstance(out, ProtocolError):
             raise out
-        timing = dict(out["timing"], server_ms=(time.monotonic() - arrived) * 1e3)
+        timing = dict(out["timing"], receive_ms=(parsed - arrived) * 1e3, server_ms=(time.monotonic() - arrived) * 1e3)
         return reply(protocol.act_response(req.episode_id, out["actions"], out["policy_version"], out["latest_version"],
                                            out.get("cot"), req.step, timing, enc), enc)
 

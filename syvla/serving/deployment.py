@@ -2,8 +2,9 @@
 
 - FastAPI ingress (`@serve.ingress()`, app built per replica by
   `__serve_build_asgi_app__` from `syvla.serving.app.create_app`).
-- `@serve.batch`: concurrent robots' observations share one
-  `Policy.infer_batch` call and one replay fsync.
+- `@serve.batch` + `NaturalBatcher`: concurrent robots' observations share
+  one `Policy.infer_batch` call and one replay fsync (syvla/serving/batching.py
+  says why Serve's batching alone is not enough).
 - Back-pressure: `max_ongoing_requests` per replica, `max_queued_requests`
   beyond which the proxy answers 503 (the client retries within its deadline);
   autoscaling on ongoing requests.
@@ -32,6 +33,7 @@ import ray
 from ray import serve
 
 from syvla.serving.app import create_app
+from syvla.serving.batching import NaturalBatcher
 from syvla.serving.config import ServeConfig
 from syvla.serving.host import PolicyHost
 from syvla.serving.replay_buffer import ReplayWriter
@@ -100,6 +102,7 @@ class PolicyDeployment:
             replay = ReplayWriter(Path(self.config.replay_dir), writer_id=self.replica_id,
                                   segment_bytes=self.config.replay_segment_bytes)
         self.host = PolicyHost(self.config, replay=replay)
+        self._batcher = NaturalBatcher(self.host.act_batch_items, self.config.max_batch_size)
         self._batched.set_max_batch_size(self.config.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
         if self.config.checkpoint:
@@ -115,11 +118,12 @@ class PolicyDeployment:
     async def _act(self, req, arrived: float):
         return await self._batched((req, arrived))
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)  # both reset from ServeConfig in __init__
+    # The window gathers robots that send together while the model is idle; batches that form while it
+    # is busy (many concurrent ones, hence max_concurrent_batches) merge in the NaturalBatcher, whose
+    # single worker runs Policy.infer_batch in a thread so the event loop keeps taking requests.
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0, max_concurrent_batches=256)  # sizes reset in __init__
     async def _batched(self, items: list[tuple]) -> list:
-        reqs, arrivals = [r for r, _ in items], [a for _, a in items]
-        # A worker thread: the event loop keeps accepting requests (the next batch) meanwhile.
-        return await asyncio.to_thread(self.host.act_batch, reqs, arrivals)
+        return await self._batcher.submit_many(items)
 
     async def reconfigure(self, user_config: dict) -> None:
         """`{"version": int, "uri": checkpoint dir}`: load it beside the held versions, then swap."""

@@ -206,6 +206,10 @@ class PolicyHost:
                 res["done_at"] = t_end
         return results
 
+    def act_batch_items(self, items: list[tuple[ActRequest, float]]) -> list[dict | ProtocolError]:
+        """`act_batch` over `(request, arrival)` pairs (the batcher's item format)."""
+        return self.act_batch([r for r, _ in items], [a for _, a in items])
+
     def _infer(self, policy, reqs: list[ActRequest]) -> list[dict | ProtocolError]:
         obs = [r.to_obs() for r in reqs]
         try:

@@ -62,6 +62,26 @@ def test_act_matches_in_process_policy(server, debug_ckpts, encoding, image_form
     assert c.act(obs["images"], obs["state"], obs["instruction"], seed=11).step == 1
 
 
+def test_concurrent_robots_share_batches(server, debug_ckpts):
+    import concurrent.futures as cf
+
+    host, http = server
+    policy = Policy.load(debug_ckpts[0])
+
+    def robot(i):
+        c = client(http, "msgpack")
+        c.start_episode()
+        obs = make_obs(10 + i)
+        out = c.act(obs["images"], obs["state"], obs["instruction"], seed=i)
+        expected = policy.infer({**obs, "embodiment": "metaworld", "seed": i})["actions"]
+        np.testing.assert_allclose(out.actions, expected, rtol=1e-4, atol=1e-5)  # batched = alone
+        return out.timing["batch_size"]
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        sizes = list(pool.map(robot, range(8)))
+    assert max(sizes) > 1, sizes
+
+
 def test_replay_records_what_was_served(server):
     host, http = server
     c = client(http, "msgpack")

@@ -84,7 +84,8 @@ def connect(cluster: ClusterConfig):
         if address:
             ray.init(address=address)  # an existing cluster, e.g. under `ray job submit`
         else:
-            ray.init(num_cpus=cluster.num_cpus or None, include_dashboard=False)
+            # "local": a new instance; without it ray.init joins any cluster it finds under /tmp/ray
+            ray.init(address="local", num_cpus=cluster.num_cpus or None, include_dashboard=False)
     return ray
 
 

@@ -11,13 +11,15 @@ tasks, where episodes are whole by construction, in two passes per input:
    reader and video decoder), cache each whole-episode block as parquet under
    ``<output>/.cache`` and return only its episode summaries (image checks run here);
 2. decide in the driver (dataset-wide median/MAD outliers, duplicates), then clean,
-   convert the action representation and chunk each cached file in parallel and
-   write parquet shards (``<output>/<dataset>/``).
+   convert the action representation and chunk each cached file in parallel; each
+   task writes its parquet shard (``<output>/<dataset>/part-NNNNN.parquet``) and
+   returns the statistics partials of what it wrote (syvla.data.stats).
 
-Then normalization statistics over the written shards (partial moments merged
-with ``syvla.normalize.merge_moments``; quantiles exact up to
-``max_quantile_frames`` frames per dataset, else from a hash-chosen uniform
-sample), ``norm_stats.json``, ``cleaning_report.json`` and ``manifest.json``.
+Then the partials merge into ``norm_stats.json`` (moments merged with
+``syvla.normalize.merge_moments``; quantiles exact up to ``max_quantile_frames``
+frames per dataset, else from a hash-chosen uniform sample), and
+``cleaning_report.json`` and ``manifest.json`` are written. :func:`compute_norm_stats`
+does the same statistics over any Ray Dataset.
 The cache needs storage every Ray node can reach when the cluster has several.
 """
 
@@ -229,6 +231,33 @@ def clean_and_chunk(files: Sequence[str], decisions: pa.Table, chunk_len: int = 
                    "representation": representation, "rotation": rotation})
 
 
+def _clean_write_files(batch: pa.Table, out_dir: str, fractions: Mapping[str, float], seed: int,
+                       **kwargs) -> Iterator[pa.Table]:
+    for path, index in zip(batch.column("file").to_pylist(), batch.column("index").to_pylist()):
+        out = clean_and_chunk_table(pq.read_table(path), **kwargs)
+        if out.num_rows:
+            # A fixed name per input file: a retried task overwrites its own shard.
+            pq.write_table(out, os.path.join(out_dir, f"part-{index:05d}.parquet"))
+            yield partial_stats(out, fractions, seed)
+
+
+def clean_chunk_write(files: Sequence[str], decisions: pa.Table, out_dir: str | Path, fractions: Mapping[str, float],
+                      chunk_len: int = DEFAULT_CHUNK_LEN, representation: str = "native", rotation: str = "axis_angle",
+                      seed: int = 0) -> tuple[list[str], list[pa.Table]]:
+    """Pass 2 of prepare(), in parallel: clean, convert and chunk each cached file, write it as one
+    parquet shard under out_dir, and return the shards and the statistics partials of what was written
+    (syvla.data.stats.PARTIAL_SCHEMA; `fractions` from syvla.data.stats.sample_fractions), so the
+    statistics need no further pass over the data."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    parts = _units_dataset(list(files), "file").map_batches(
+        _clean_write_files, batch_size=1, batch_format="pyarrow",
+        fn_kwargs={"out_dir": str(out_dir), "fractions": dict(fractions), "seed": seed,
+                   "lookup": decision_lookup(decisions), "chunk_len": chunk_len,
+                   "representation": representation, "rotation": rotation})
+    partials = ray.get(parts.to_arrow_refs())
+    return sorted(str(p) for p in Path(out_dir).glob("part-*.parquet")), partials
+
+
 # ---- statistics ----------------------------------------------------------------------
 def compute_norm_stats(ds: ray.data.Dataset, max_quantile_frames: int = 200_000, seed: int = 0,
                        datasets: Iterable[str] | None = None, counts: Mapping[str, int] | None = None) -> NormStats:
@@ -249,14 +278,6 @@ def compute_norm_stats(ds: ray.data.Dataset, max_quantile_frames: int = 200_000,
 
 
 # ---- writing and reading prepared data -------------------------------------------------
-def write_shards(ds: ray.data.Dataset, out_dir: str | Path, rows_per_file: int = 4096) -> list[str]:
-    """Write PREPARED_SCHEMA rows as parquet shards under out_dir (created); returns the files."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ds.write_parquet(str(out_dir), min_rows_per_file=rows_per_file)
-    return sorted(str(p) for p in out_dir.glob("*.parquet"))
-
-
 def read_prepared(root: str | Path, names: Sequence[str] | None = None) -> dict[str, ray.data.Dataset]:
     """{dataset name: Ray Dataset of its prepared (cleaned, chunked) shards} under a prepare() output."""
     root = Path(root)
@@ -283,7 +304,6 @@ class PrepareConfig:
     action_representation: str = "native"  # "native" or "eef_relative" (needs an EefSpec for the dataset)
     eef_rotation: str = "axis_angle"  # rotation in the eef_relative form: axis_angle (7-d) or rot6d (10-d)
     block_frames: int = 512  # frames per read task and cached block (whole episodes); fewer = more parallel tasks
-    rows_per_file: int = 4096  # minimum rows per written parquet shard
     max_quantile_frames: int = 200_000  # q01/q99 exact up to this many frames per dataset, else sampled
     seed: int = 0
     overwrite: bool = False  # replace an existing output directory
@@ -301,7 +321,7 @@ class PrepareConfig:
             raise ValueError(f"PrepareConfig.action_representation must be one of {ACTION_REPRESENTATIONS}, "
                              f"got {self.action_representation!r}")
         act.unified_dim(self.eef_rotation)
-        for field in ("block_frames", "rows_per_file", "max_quantile_frames"):
+        for field in ("block_frames", "max_quantile_frames"):
             if getattr(self, field) < 1:
                 raise ValueError(f"PrepareConfig.{field} must be >= 1, got {getattr(self, field)}")
 
@@ -334,7 +354,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
             raise FileExistsError(f"output {out} exists and is not empty; pass overwrite=True to replace it")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    report, robot_frames = CleaningReport(), {}
+    report, robot_frames, stats_parts = CleaningReport(), {}, []
     manifest = {"chunk_len": cfg.chunk_len, "action_representation": cfg.action_representation,
                 "eef_rotation": cfg.eef_rotation, "datasets": {}}
     for k, (name, path) in enumerate(cfg.named_inputs()):
@@ -355,20 +375,18 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         _log(f"{dataset}: read and checked {d.frames_in} frames in {len(units)} task(s) ({time.time() - t1:.1f} s); "
              f"keeping {d.episodes_out}/{d.episodes_in} episodes, {d.frames_out} frames")
         t1 = time.time()
-        shards = clean_and_chunk(files, decisions, cfg.chunk_len, cfg.action_representation, cfg.eef_rotation)
-        written = write_shards(shards, out / dataset, cfg.rows_per_file) if d.frames_out else []
+        fractions = sample_fractions({dataset: max(robot_frames[dataset], 1)}, cfg.max_quantile_frames)
+        written, partials = clean_chunk_write(files, decisions, out / dataset, fractions, cfg.chunk_len,
+                                              cfg.action_representation, cfg.eef_rotation, cfg.seed)
+        stats_parts += partials
         shutil.rmtree(cache)
         manifest["datasets"][dataset] = {"path": dataset, "source": path, "files": len(written),
                                          "frames": d.frames_out, "episodes": d.episodes_out}
         _log(f"{dataset}: wrote {len(written)} shard(s) to {out / dataset} ({time.time() - t1:.1f} s)")
     shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
-    robot = [n for n, frames in robot_frames.items() if frames]
-    if robot:
-        light = ray.data.read_parquet([str(out / n) for n in robot], columns=STATS_COLUMNS)
-        norm_stats = compute_norm_stats(light, cfg.max_quantile_frames, cfg.seed, robot,
-                                        counts={n: robot_frames[n] for n in robot})
-    else:
-        norm_stats = NormStats({})  # e.g. only VQA inputs: nothing to normalize
+    robot = sorted(n for n, frames in robot_frames.items() if frames)
+    # Datasets without robot frames (VQA) have nothing to normalize and get no entry.
+    norm_stats = merge_partial_stats(stats_parts, robot) if robot else NormStats({})
     norm_stats.save(out / K.CKPT_NORM_STATS)
     report.save(out / REPORT_FILE)
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
@@ -444,8 +462,10 @@ def build_mixture_dataset(
 
 # ---- model inputs ----------------------------------------------------------------------
 def to_tensor_batches(ds: ray.data.Dataset, image_size: int | tuple[int, int], batch_size: int = 32,
-                      views: Sequence[str] | None = None) -> ray.data.Dataset:
+                      views: Sequence[str] | None = None, num_tasks: int | None = None) -> ray.data.Dataset:
     """Decode + resize images and stack state/actions in Ray Data workers (one embodiment), so the
-    trainer only collates: columns images [V, h, w, 3] uint8, state, actions, action_mask."""
+    trainer only collates: columns images [V, h, w, 3] uint8, state, actions, action_mask.
+    num_tasks caps the concurrent decode tasks (leave CPUs to the trainer on small machines)."""
+    compute = ray.data.TaskPoolStrategy(size=num_tasks) if num_tasks else None
     return ds.map_batches(tensor_batch, fn_kwargs={"image_size": image_size, "views": views},
-                          batch_size=batch_size, batch_format="pyarrow")
+                          batch_size=batch_size, batch_format="pyarrow", compute=compute)

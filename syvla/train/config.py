@@ -20,6 +20,7 @@ from syvla.model.config import ActionExpertConfig, SyVLAConfig, VisionTowerConfi
 
 STAGES = ("pretrain", "finetune")
 PRECISIONS = ("auto", "fp32", "bf16")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement groups
 
 
 def _field(default, help_text: str):
@@ -78,10 +79,15 @@ class ScaleConfig:
     use_gpu: bool = _field(False, "one GPU per worker")
     cpus_per_worker: float = _field(0.5, "CPUs reserved per worker; < 1 on small machines leaves CPUs to Ray Data")
     max_failures: int = _field(2, "worker-group restarts from the last checkpoint before the run fails")
+    placement_strategy: str = _field("PACK", "Ray placement of the workers: PACK (fewest nodes), SPREAD, "
+                                             "STRICT_PACK or STRICT_SPREAD (one worker per node)")
 
     def __post_init__(self):
         if self.num_workers < 1 or self.cpus_per_worker <= 0 or self.max_failures < -1:
             raise ValueError(f"ScaleConfig needs num_workers >= 1, cpus_per_worker > 0, max_failures >= -1; got {self}")
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
+            raise ValueError(f"ScaleConfig.placement_strategy must be one of {PLACEMENT_STRATEGIES}, "
+                             f"got {self.placement_strategy!r}")
 
 
 @dataclasses.dataclass(frozen=True)

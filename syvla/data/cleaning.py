@@ -8,7 +8,9 @@ Cleaning works per episode in two steps so that Ray can run the expensive part
    idle-trim bounds, a hash of the state/action sequence, and its actions.
 2. :func:`decide` (all summaries) -> a keep/trim decision per episode plus a
    :class:`CleaningReport`. Dataset-wide filters live here: robust action
-   z-scores (median/MAD over the dataset) and duplicate episodes.
+   z-scores (median and a MAD-based scale over the dataset, exact: every kept
+   action of the dataset meets in the driver; see :func:`robust_action_stats`)
+   and duplicate episodes.
 3. :func:`apply_decisions` (per batch) drops and trims frames.
 
 A dropped episode is attributed to the first failing filter in :data:`REASONS`
@@ -45,6 +47,7 @@ NONFINITE, UNDECODABLE, BLACK, FAILED, IDLE, TOO_SHORT, OUTLIER, DUPLICATE = (
 REASONS = (NONFINITE, UNDECODABLE, BLACK, FAILED, IDLE, TOO_SHORT, OUTLIER, DUPLICATE)
 _MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 _MEANAD_TO_STD = 1.2533  # same for the mean absolute deviation (used where MAD is 0)
+_SPREAD_TO_STD = 4.6527  # q99 - q01 of a normal distribution in standard deviations
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,11 +319,18 @@ class CleaningReport:
 
 
 def robust_action_stats(actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension median and robust scale (1.4826 * MAD; 1.2533 * mean absolute deviation where MAD is 0,
-    e.g. a gripper that sits at one value most of the time). A scale of 0 means the dimension is constant."""
+    """Per-dimension median and robust scale.
+
+    scale = max(1.4826 * MAD, (q99 - q01) / 4.6527): the MAD-based standard deviation, floored by
+    the one a normal distribution with the same 1-99% spread would have. MAD alone collapses
+    when a dimension sits at one value most of the time (a resting axis, a binary gripper):
+    on Meta-World expert data it flagged 2 of 8 successful episodes whose actions stayed within
+    [-1, 1]. Where both are 0, 1.2533 * the mean absolute deviation; a scale of 0 means the
+    dimension is constant."""
     med = np.median(actions, axis=0)
     dev = np.abs(actions - med)
-    scale = _MAD_TO_STD * np.median(dev, axis=0)
+    q01, q99 = np.quantile(actions, [0.01, 0.99], axis=0)
+    scale = np.maximum(_MAD_TO_STD * np.median(dev, axis=0), (q99 - q01) / _SPREAD_TO_STD)
     zero = scale <= 0
     scale[zero] = _MEANAD_TO_STD * dev.mean(axis=0)[zero]
     return med, scale

@@ -148,14 +148,30 @@ def test_idle_bounds_recorded_values():
     assert C.idle_bounds(np.zeros((5, 2)), np.zeros((5, 1)), cfg) == (0, 5, 5, True)
 
 
-def test_robust_stats_fall_back_to_mean_absolute_deviation_for_a_binary_gripper():
-    a = np.zeros((100, 2))
-    a[:, 0] = np.linspace(-1, 1, 100)
-    a[90:, 1] = 1.0  # gripper closed in 10% of frames: MAD is 0
+def test_robust_scale_recorded_values_and_floors():
+    a = np.zeros((1000, 3))
+    a[:, 0] = np.linspace(-1, 1, 1000)
+    a[900:, 1] = 1.0  # gripper closed in 10% of frames: MAD is 0, the 1-99% spread is 1
+    a[999, 2] = 5.0  # one spike in an otherwise constant dimension: MAD and spread are 0
     med, scale = C.robust_action_stats(a)
-    np.testing.assert_allclose(med, [0.0, 0.0], atol=1e-12)
-    assert scale[1] == pytest.approx(1.2533 * 0.1)
-    assert scale[0] == pytest.approx(1.4826 * np.median(np.abs(a[:, 0])))
+    np.testing.assert_allclose(med, [0.0, 0.0, 0.0], atol=1e-12)
+    assert scale[0] == pytest.approx(1.4826 * np.median(np.abs(a[:, 0])))  # MAD wins over the spread floor
+    assert scale[1] == pytest.approx(1.0 / 4.6527)
+    assert scale[2] == pytest.approx(1.2533 * 0.005)
+
+
+def test_actions_resting_at_one_value_do_not_make_full_range_moves_outliers():
+    # Like Meta-World experts: x mostly ~0, now and then a full-range move to +-1.
+    eps = []
+    for i in range(8):
+        ep = synthetic_episode(i, N)
+        a = vectors(ep, K.ACTION).copy()
+        a[:, 0] = 0.01 * np.random.default_rng(i).normal(size=N)
+        if i >= 6:
+            a[N // 2 : N // 2 + 3, 0] = 1.0
+        eps.append(_set_vectors(ep, K.ACTION, a))
+    _, report, kept = _clean(eps)
+    assert kept == list(range(8)), report
 
 
 def test_vqa_rows_only_get_image_checks():

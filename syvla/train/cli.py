@@ -56,7 +56,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "") -
     """
     for name, tp, field in _fields(cls):
         dest = f"{prefix}{name}"
-        help_text = field.metadata.get("help", "")
+        help_text = field.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help text
         if _is_dataclass_type(tp):
             add_dataclass_args(parser, tp, dest + _SEP)
         elif tp is bool:

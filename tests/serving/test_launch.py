@@ -1,0 +1,42 @@
+"""Which checkpoint pipelines/serve.py serves: explicit, else the newest, else a new debug one (said aloud)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from syvla.serving.launch import ServeRunConfig, newest_checkpoint, resolve_checkpoint, serve_config
+
+
+def test_newest_checkpoint_and_explicit_one(tmp_path, debug_ckpts):
+    import shutil
+
+    root = tmp_path / "checkpoints"
+    old, new = root / "run_a" / "step_10", root / "run_b"
+    shutil.copytree(debug_ckpts[0], old)
+    shutil.copytree(debug_ckpts[1], new)
+    past = time.time() - 100
+    os.utime(old / "policy_version", (past, past))
+    assert newest_checkpoint(root) == new and newest_checkpoint(tmp_path / "none") is None
+    logs = []
+    path, version = resolve_checkpoint(ServeRunConfig(checkpoints_dir=str(root)), log=logs.append)
+    assert (path, version) == (new.resolve(), 1) and "newest" in logs[0]
+    path, version = resolve_checkpoint(ServeRunConfig(checkpoint=str(old), version=7), log=logs.append)
+    assert (path, version) == (old.resolve(), 7)
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        resolve_checkpoint(ServeRunConfig(checkpoint=str(tmp_path)))
+
+
+def test_missing_checkpoint_creates_a_debug_one_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("SYVLA_API_KEY", "from-env")
+    logs = []
+    cfg = ServeRunConfig(checkpoints_dir=str(tmp_path / "ck"), replay_dir=str(tmp_path / "replay"))
+    path, version = resolve_checkpoint(cfg, log=logs.append)
+    assert path == (tmp_path / "ck" / "debug").resolve() and version == 0
+    assert "UNTRAINED debug checkpoint" in logs[0]
+    server = serve_config(cfg, path, version)
+    assert (server.api_key, server.checkpoint, server.replay_dir) == ("from-env", str(path), str(tmp_path / "replay"))
+    with pytest.raises(ValueError, match="ServeRunConfig.port"):
+        ServeRunConfig(port=0)

@@ -33,7 +33,7 @@ PAPER_RATIO = 3.75 / 0.69  # Qwen2.5-VL-3B (LLM + ViT) : action expert with its 
 def bench_config() -> SyVLAConfig:
     vlm = VLMConfig(hidden_size=256, num_layers=8, num_heads=8, num_kv_heads=2, intermediate_size=1024,
                     vision_depth=4, vision_hidden_size=128, vision_heads=4, image_size=224)
-    expert = ActionExpertConfig(width=128, depth=4, num_heads=8, ff_ratio=2.67, chunk_len=50, image_tokens_per_view=64,
+    expert = ActionExpertConfig(width=144, depth=4, num_heads=8, ff_ratio=2.67, chunk_len=50, image_tokens_per_view=64,
                                 vision=VisionTowerConfig(image_size=128, patch_size=8, hidden_size=96, num_layers=3,
                                                          num_heads=4, intermediate_size=384))
     return SyVLAConfig(vlm=vlm, expert=expert, num_query_tokens=20)

@@ -31,7 +31,7 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
     """uint8 [H, W, 3] -> uint8 [size, size, 3] (bilinear)."""
     if image.shape[0] == size and image.shape[1] == size:
         return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+    return np.array(Image.fromarray(image).resize((size, size), Image.BILINEAR))
 
 
 def user_turn(text: str, with_image: bool = True) -> str:
@@ -195,7 +195,7 @@ def _expert_tensors(samples: list[dict], cfg: SyVLAConfig, norm_stats: NormStats
         emb_ids[r] = cfg.embodiment_index(emb.name)
         for v, cam in enumerate(emb.cameras):
             img = resize(_rgb(s["images"][cam], f"camera {cam}"), size)
-            images[r, v] = torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
+            images[r, v] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0
             view_mask[r, v] = True
         st = np.asarray(s[K.STATE], dtype=np.float32)
         if st.shape != (emb.state_dim,):

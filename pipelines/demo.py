@@ -1,0 +1,133 @@
+"""The whole product on one machine: demos -> prepare -> pretrain -> fine-tune -> serve -> robots -> RL.
+
+    python pipelines/demo.py                       # debug preset, local Ray, Meta-World (the README's main job)
+    python pipelines/demo.py --task push-v3 --pretrain_steps 600 --rl_rollouts 10
+
+Each stage is the pipeline a user would run by hand, called in-process on one
+Ray cluster. Outputs: data/, checkpoints/, runs/; a summary PNG and JSON in
+runs/demo/. Re-running reuses the collected data and resumes finished runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import syvla  # noqa: E402,F401  (installs the torchvision shim first)
+from syvla.train.cli import add_dataclass_args, apply_overrides  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    task: str = "reach-v3"  # Meta-World task fine-tuned, served and improved with RL
+    pretrain_tasks: str = "reach-v3,push-v3,button-press-topdown-v3"  # tasks of the pretraining demos
+    episodes_per_task: int = 40  # expert demos per task
+    pretrain_steps: int = 1500  # optimizer steps of pretraining (debug preset)
+    finetune_steps: int = 1000  # optimizer steps of fine-tuning on `task`
+    rl_episodes: int = 1  # RL episodes (collect -> update -> publish)
+    rl_rollouts: int = 8  # rollouts per RL episode, and for the final measurement
+    name: str = "demo"  # run name prefix (resumes when re-run)
+
+    def __post_init__(self):
+        for f in ("episodes_per_task", "pretrain_steps", "finetune_steps", "rl_episodes", "rl_rollouts"):
+            if getattr(self, f) < 1:
+                raise ValueError(f"DemoConfig.{f} must be >= 1, got {getattr(self, f)}")
+        if self.task not in self.pretrain_tasks.split(","):
+            raise ValueError(f"DemoConfig.task {self.task!r} must be one of pretrain_tasks {self.pretrain_tasks!r}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(parser, DemoConfig)
+    try:
+        cfg = apply_overrides(DemoConfig(), vars(parser.parse_args(argv)))
+    except ValueError as e:
+        parser.error(str(e))
+    import collect_sim
+    import finetune
+    import prepare_data
+    import pretrain
+    import rl
+
+    from syvla.train import pipeline
+
+    pipeline.connect_ray()
+    out = Path("runs") / cfg.name
+    out.mkdir(parents=True, exist_ok=True)
+    pre_name, ft_name = f"{cfg.name}-pretrain", f"{cfg.name}-finetune"
+    pre_ckpt = Path("checkpoints/pretrain") / pre_name
+    demos = ["--demos.tasks", cfg.pretrain_tasks, "--demos.episodes_per_task", str(cfg.episodes_per_task)]
+    stages = [
+        ("collect demos", lambda: collect_sim.main(["--tasks", cfg.pretrain_tasks, "--episodes_per_task",
+                                                    str(cfg.episodes_per_task)])),
+        ("prepare data", lambda: prepare_data.main([])),
+        ("pretrain", lambda: pretrain.main(["--name", pre_name, "--max_steps", str(cfg.pretrain_steps), *demos])),
+        ("fine-tune", lambda: finetune.main(["--name", ft_name, "--init_from", str(pre_ckpt), "--per_task", "false",
+                                             "--data.tasks", cfg.task, "--max_steps", str(cfg.finetune_steps), *demos])),
+        ("serve + robots + RL", lambda: rl.main(["--run.name", cfg.name, "--run.tasks", cfg.task,
+                                                 "--run.checkpoint", f"checkpoints/finetune/{ft_name}",
+                                                 "--rl_episodes", str(cfg.rl_episodes),
+                                                 "--rollouts_per_episode", str(cfg.rl_rollouts)])),
+    ]
+    timings = {}
+    for i, (label, run) in enumerate(stages, 1):
+        print(f"\n===== [{i}/{len(stages)}] {label} =====", flush=True)
+        start = time.perf_counter()
+        rc = run()
+        timings[label] = time.perf_counter() - start
+        print(f"===== {label}: {timings[label]:.0f} s =====", flush=True)
+        if rc:
+            print(f"[demo] stage {label!r} failed with exit code {rc}", file=sys.stderr)
+            return rc
+
+    state = json.loads((Path("runs/rl") / cfg.name / "state.json").read_text())
+    before, after = state["metrics"][0], state["final"]
+    summary = {"task": cfg.task, "stage_seconds": timings, "total_seconds": sum(timings.values()),
+               "success_before": {"version": before["version"], "rate": before["success_rate"]},
+               "success_after": {"version": after["version"], "rate": after["success_rate"]},
+               "rl_metrics": state["metrics"]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    _plot(summary, out / "summary.png")
+    print("\n===== summary =====")
+    for label, sec in timings.items():
+        print(f"  {label:<22} {sec:7.0f} s")
+    print(f"  {'total':<22} {summary['total_seconds']:7.0f} s")
+    print(f"  {cfg.task}: success {before['success_rate']:.0%} with v{before['version']} (fine-tuned) -> "
+          f"{after['success_rate']:.0%} with v{after['version']} (after {cfg.rl_episodes} RL episode(s))")
+    print(f"  summary: {out / 'summary.png'}, {out / 'summary.json'}")
+    return 0
+
+
+def _plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = list(summary["stage_seconds"])
+    ax1.barh(labels, [summary["stage_seconds"][k] / 60 for k in labels], color="tab:blue")
+    ax1.invert_yaxis()
+    ax1.set_xlabel("minutes")
+    ax1.set_title(f"stage time (total {summary['total_seconds'] / 60:.1f} min)")
+    b, a = summary["success_before"], summary["success_after"]
+    ax2.bar([f"v{b['version']}\nfine-tuned", f"v{a['version']}\nafter RL"], [b["rate"], a["rate"]],
+            color=["tab:gray", "tab:green"])
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("success rate")
+    ax2.set_title(f"{summary['task']}: simulated robots via the endpoint")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

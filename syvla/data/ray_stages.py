@@ -147,11 +147,14 @@ def _units_dataset(units: Sequence, key: str) -> ray.data.Dataset:
     return ray.data.from_items(items, override_num_blocks=len(items))  # one task per unit
 
 
+def _unit(text: str) -> ReadUnit:
+    u = json.loads(text)
+    return ReadUnit(u["path"], u["name"], tuple(u["episodes"]) if u["episodes"] is not None else None)
+
+
 def _read_units(batch: pa.Table, block_frames: int) -> Iterator[pa.Table]:
     for unit in batch.column("unit").to_pylist():
-        u = json.loads(unit)
-        u["episodes"] = tuple(u["episodes"]) if u["episodes"] is not None else None
-        yield from episode_blocks(iter_unit(ReadUnit(**u)), block_frames)
+        yield from episode_blocks(iter_unit(_unit(unit)), block_frames)
 
 
 def read_frames(path: str, name: str | None = None, block_frames: int = 512) -> ray.data.Dataset:
@@ -167,9 +170,7 @@ def read_frames(path: str, name: str | None = None, block_frames: int = 512) -> 
 def _summarize_units(batch: pa.Table, cfg: CleaningConfig, block_frames: int, cache_dir: str) -> Iterator[pa.Table]:
     """Read a unit, cache its whole-episode blocks as parquet and yield their episode summaries."""
     for unit, index in zip(batch.column("unit").to_pylist(), batch.column("index").to_pylist()):
-        u = json.loads(unit)
-        u["episodes"] = tuple(u["episodes"]) if u["episodes"] is not None else None
-        for j, block in enumerate(episode_blocks(iter_unit(ReadUnit(**u)), block_frames)):
+        for j, block in enumerate(episode_blocks(iter_unit(_unit(unit)), block_frames)):
             # Written before summarizing: a retried task rewrites the same names with the same rows.
             pq.write_table(block, os.path.join(cache_dir, f"unit-{index:05d}-{j:05d}.parquet"), compression="none")
             yield summarize_episodes(block, cfg)

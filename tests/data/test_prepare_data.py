@@ -110,6 +110,13 @@ def test_prepare_data_end_to_end(ray_local, tmp_path, capsys):
         for field in ("mean", "std", "q01", "q99"):
             np.testing.assert_allclose(getattr(got, field), getattr(want, field), atol=1e-9)
 
+    from syvla.data.ray_stages import read_frames, read_prepared
+
+    frames = read_frames(str(robot), "metaworld", block_frames=100)
+    assert frames.count() == 10 * N + 5
+    prepared = read_prepared(out)
+    assert set(prepared) == {"metaworld", "coco_vqa"} and prepared["metaworld"].count() == 6 * N
+
     with pytest.raises(FileExistsError, match="overwrite"):
         prepare_data.main(args)
 
@@ -122,3 +129,16 @@ def test_prepare_data_end_to_end(ray_local, tmp_path, capsys):
     np.testing.assert_allclose(vectors(rel, K.ACTION), want, atol=1e-7)
     assert NormStats.load(out / K.CKPT_NORM_STATS)["metaworld"].action.dim == 7
     assert json.loads((out / "manifest.json").read_text())["action_representation"] == "eef_relative"
+
+
+def test_episode_blocks_keep_episodes_whole_and_reject_resumed_ones():
+    from syvla.data.ray_stages import episode_blocks
+
+    eps = [synthetic_episode(i, 10 + i, image_size=8) for i in range(5)]
+    # the reader's tables cut through episodes: 0..2 in one table, 3 split over two
+    stream = [pa.concat_tables(eps[:3]), eps[3].slice(0, 4), pa.concat_tables([eps[3].slice(4), eps[4]])]
+    blocks = list(episode_blocks(stream, block_frames=20))
+    assert [sorted(set(b.column(K.EPISODE_ID).to_pylist())) for b in blocks] == [[0, 1], [2, 3], [4]]
+    assert pa.concat_tables(blocks).equals(pa.concat_tables(eps))
+    with pytest.raises(ValueError, match="resumes after other episodes"):
+        list(episode_blocks([eps[0].slice(0, 3), eps[1], eps[0].slice(3)], block_frames=5))

@@ -67,6 +67,7 @@ def plot_success(state, path: str | Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     xs, ys = [p[0] for p in points], [p[2] for p in points]
@@ -77,6 +78,7 @@ def plot_success(state, path: str | Path) -> Path | None:
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.05, 1.1)
     ax.set_title(f"RL success per episode (ablation: {state.config.get('ablation', '?')})", fontsize=9)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)

@@ -1,0 +1,147 @@
+"""What `pipelines/rl.py` needs besides the controller: which policy to improve, the imitation set, and
+simulated robots that drive the Serve endpoint while RL waits for their rewards.
+
+    ckpt, version = resolve_policy(run)          # newest fine-tuned, else pretrained, else a new debug one
+    experts = load_experts(run, chunk_len)       # the IL set of the RL tasks (collected when missing)
+    robots = SimRobots(run, url)                 # RLController(on_collect=robots)
+
+No ray.init here; the pipeline connects first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import traceback
+from pathlib import Path
+
+from syvla.rl.guidance import ExpertSet
+
+
+def _field(default, help_text: str):
+    return dataclasses.field(default=default, metadata={"help": help_text})
+
+
+@dataclasses.dataclass(frozen=True)
+class RLRunConfig:
+    """Where the RL run gets its policy, data and robots (`pipelines/rl.py --run.<field>`)."""
+
+    name: str = _field("rl-debug", "run name: state, checkpoints and metrics go to runs/rl/<name>; same name = resume")
+    runs_dir: str = _field("runs/rl", "parent of run directories")
+    checkpoint: str = _field("", "policy checkpoint to improve; '' = newest under checkpoints/finetune, then "
+                                 "checkpoints/pretrain, else a new untrained debug checkpoint")
+    checkpoints_dir: str = _field("checkpoints", "where fine-tuned / pretrained checkpoints are searched")
+    tasks: tuple[str, ...] = _field(("reach-v3",), "Meta-World tasks the robots run and the expert set keeps")
+    expert_data: str = _field("data/metaworld", "imitation dataset (LeRobot / RLDS); collected here when missing")
+    expert_episodes: int = _field(10, "demos per task collected when expert_data does not exist")
+    robots: int = _field(2, "simulated robot processes driving the endpoint (0 = real robots post rewards)")
+    seed: int = _field(1000, "layout seed of the first robot episode; every collection uses new seeds")
+    max_steps: int = _field(200, "env steps per robot episode (Meta-World: at most 500)")
+    execute_steps: int = _field(0, "actions executed per served chunk; 0 = the whole chunk")
+    image_size: int = _field(64, "camera pixels of the simulated robots")
+    replicas: int = _field(1, "Serve replicas of the policy")
+    replica_cpus: float = _field(0.5, "CPUs Ray reserves per Serve replica")
+    port: int = _field(8000, "Serve HTTP port on 127.0.0.1")
+    address: str = _field("", "Ray cluster address; '' = $RAY_ADDRESS, else a local cluster")
+
+    def __post_init__(self):
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if not self.tasks:
+            raise ValueError("RLRunConfig.tasks must name at least one task")
+        for name in ("expert_episodes", "max_steps", "image_size", "replicas", "port"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RLRunConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.robots < 0 or self.execute_steps < 0 or self.replica_cpus < 0:
+            raise ValueError("RLRunConfig.robots, execute_steps and replica_cpus must be >= 0")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+
+def resolve_policy(run: RLRunConfig, log=print) -> tuple[Path, int]:
+    """(checkpoint dir, policy version) RL starts from: the best stage available, and says which."""
+    from syvla.checkpoint import read_policy_version
+    from syvla.serving.launch import is_checkpoint, newest_checkpoint
+
+    if run.checkpoint:
+        path = Path(run.checkpoint)
+        if not is_checkpoint(path):
+            raise FileNotFoundError(f"RLRunConfig.checkpoint {path} is not a policy checkpoint directory")
+    else:
+        root = Path(run.checkpoints_dir)
+        path = newest_checkpoint(root / "finetune") or newest_checkpoint(root / "pretrain")
+        if path is None:
+            from syvla.model.policy import make_debug_checkpoint
+
+            path = run.run_dir / "untrained-debug"
+            if not is_checkpoint(path):
+                make_debug_checkpoint(path, seed=0)
+            log(f"[rl] WARNING: no checkpoint under {root}/finetune or {root}/pretrain: RL starts from an "
+                f"UNTRAINED debug checkpoint ({path}); expect success near 0")
+        else:
+            log(f"[rl] improving {path}")
+    return path.resolve(), read_policy_version(path)
+
+
+def load_experts(run: RLRunConfig, chunk_len: int, max_episodes_per_task: int = 0, log=print) -> ExpertSet:
+    """The imitation set of the run's tasks: `expert_data` if it exists, else freshly collected demos."""
+    path = Path(run.expert_data)
+    if path.exists():
+        log(f"[rl] expert set: {path} (tasks {list(run.tasks)})")
+        return ExpertSet.load(path, chunk_len, run.tasks, max_episodes_per_task)
+    from syvla.data.metaworld_sim import SimRobot, run_expert_episode
+
+    log(f"[rl] WARNING: {path} not found: collecting {run.expert_episodes} scripted demos per task in-process")
+    tables = []
+    with SimRobot(image_size=run.image_size) as robot:
+        for task in run.tasks:
+            for k in range(run.expert_episodes):
+                tables.append(run_expert_episode(task, seed=k, image_size=run.image_size, robot=robot,
+                                                 episode_id=len(tables)))
+    return ExpertSet.from_tables(tables, chunk_len, run.tasks, max_episodes_per_task)
+
+
+class SimRobots:
+    """on_collect hook: `robots` Meta-World robot processes run n episodes against the endpoint in the background.
+
+    Each episode posts its success as the 0/1 reward, so it lands in the replay
+    buffer as a rollout; the controller meanwhile waits on the rollout buffer.
+    A robot failure is raised at the next collection or at `join`.
+    """
+
+    def __init__(self, run: RLRunConfig, url: str, log=print):
+        self.run, self.url, self.log = run, url, log
+        self._seed = run.seed
+        self._thread: threading.Thread | None = None
+        self._error: str | None = None
+        self.summaries: list[dict] = []
+
+    def __call__(self, label: str, version: int, n: int) -> None:
+        from syvla.serving.evaluate_endpoint import EndpointEvalConfig, evaluate_endpoint
+
+        self.join()
+        per_task = -(-n // len(self.run.tasks))
+        cfg = EndpointEvalConfig(url=self.url, tasks=self.run.tasks, episodes_per_task=per_task, seed=self._seed,
+                                 max_steps=self.run.max_steps, execute_steps=self.run.execute_steps,
+                                 image_size=self.run.image_size)
+        self._seed += per_task
+
+        def drive():
+            try:
+                summary = evaluate_endpoint(cfg, robots=min(self.run.robots, per_task * len(self.run.tasks)))
+                self.summaries.append({"label": label, "version": version, **summary})
+            except Exception:  # noqa: BLE001 - reported to the controller's thread by join()
+                self._error = traceback.format_exc()
+
+        self.log(f"[rl] robots: {per_task * len(self.run.tasks)} episodes on version {version} (seeds from {cfg.seed})")
+        self._thread = threading.Thread(target=drive, name=f"sim-robots-{label}", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"simulated robots failed:\n{error}")

@@ -78,7 +78,7 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
                 raise ProtocolError(413, "body", f"more than the limit of {limit} bytes")
         return bytes(body)
 
-    def handler(fn: Callable[[Request, str], Awaitable[Response]], needs_body: bool = True):
+    def handler(fn: Callable[[Request, str, str], Awaitable[Response]], needs_body: bool = True):
         """Negotiation, API key, size limit and error mapping shared by every /v1 route."""
 
         async def wrapped(request: Request) -> Response:

@@ -197,13 +197,12 @@ class PolicyHost:
                 for i, _ in records:
                     results[i] = err
             replay_ms = (time.perf_counter() - t0) * 1e3
-        t_end = time.monotonic()
         for i, res in enumerate(results):
             if isinstance(res, dict):
                 res["latest_version"] = latest
+                # queue_ms: arrival (before the body was read) to the start of this batch.
                 res["timing"] = {"queue_ms": (t_start - arrivals[i]) * 1e3, "infer_ms": infer_ms.get(i, 0.0),
                                  "replay_ms": replay_ms, "batch_size": len(requests)}
-                res["done_at"] = t_end
         return results
 
     def act_batch_items(self, items: list[tuple[ActRequest, float]]) -> list[dict | ProtocolError]:

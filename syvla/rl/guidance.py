@@ -88,10 +88,28 @@ class ExpertSet:
     @classmethod
     def load(cls, path: str | Path, chunk_len: int, tasks: Sequence[str] = (),
              max_episodes_per_task: int = 0) -> "ExpertSet":
-        """Read a dataset (LeRobot, RLDS; `syvla.data.readers.read_dataset`) as an expert set."""
-        from syvla.data.readers import read_dataset
+        """Read a dataset (LeRobot, RLDS; `syvla.data.readers.read_dataset`) as an expert set.
 
-        return cls.from_tables(read_dataset(path), chunk_len, tasks, max_episodes_per_task)
+        LeRobot datasets are filtered on their metadata first, so only the chosen
+        episodes' videos are decoded.
+        """
+        from syvla.data.readers import detect_format, read_dataset
+
+        if detect_format(path) != "lerobot" or not (tasks or max_episodes_per_task):
+            return cls.from_tables(read_dataset(path), chunk_len, tasks, max_episodes_per_task)
+        from syvla.data.lerobot import LeRobotReader
+        from syvla.data.schema import conform
+
+        reader = LeRobotReader(path)
+        texts, taken, chosen = set(task_texts(tasks)) if tasks else None, {}, []
+        for i, ep in enumerate(reader.episodes):
+            task = next((t for t in ep.tasks if texts is None or t in texts), None)
+            if task is None or (max_episodes_per_task and taken.get(task, 0) >= max_episodes_per_task):
+                continue
+            taken[task] = taken.get(task, 0) + 1
+            chosen.append(i)
+        tables = (conform(reader.read_episode(i), source=str(path)) for i in chosen)
+        return cls.from_tables(tables, chunk_len, tasks, max_episodes_per_task)
 
     # ---- access -----------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -75,7 +75,8 @@ def main(argv=None) -> int:
             serve.shutdown()
     for task, rate in summary["per_task"].items():
         print(f"[sim_robot] {task:32s} success {rate:.2f}")
-    print(f"[sim_robot] overall success {summary['success_rate']:.3f} over {summary['episodes']} episodes in "
+    print(f"[sim_robot] overall success {summary['success_rate']:.3f} over {summary['episodes']} episodes "
+          f"({summary['aborted']} aborted: policy version retired mid-episode) in "
           f"{time.time() - t0:.0f} s; act p50 {summary['act_ms_p50']:.1f} ms, p99 {summary['act_ms_p99']:.1f} ms; "
           f"policy versions {summary['policy_versions']}", flush=True)
     if json_out:

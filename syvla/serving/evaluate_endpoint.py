@@ -9,7 +9,9 @@ and the simulator. `pipelines/evaluate.py` (endpoint mode) and
 
 Every episode is a served episode: it is recorded in the server's replay
 buffer and its success is posted as the 0/1 reward, so an evaluation run is
-also RL data.
+also RL data. An episode whose pinned policy version the server retired
+mid-way (409) is reported as aborted, gets no reward and is left out of the
+success rate.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 
 import numpy as np
 
-from syvla.client import PolicyClient
+from syvla.client import PolicyClient, PolicyServerError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,18 +62,27 @@ def run_episode(client: PolicyClient, robot, task: str, seed: int, cfg: Endpoint
     obs = robot.reset(task, seed)
     instruction = robot.instruction
     episode_id = client.start_episode(instruction=instruction)
-    latencies, versions, done, success = [], set(), False, False
+    latencies, versions, done, success, aborted = [], set(), False, False, None
     while not done:
         t0 = time.perf_counter()
-        out = client.act(obs["images"], obs["state"], instruction, think=cfg.think, seed=seed * 100_003 + robot.steps)
+        try:
+            out = client.act(obs["images"], obs["state"], instruction, think=cfg.think,
+                             seed=seed * 100_003 + robot.steps)
+        except PolicyServerError as err:
+            if err.status != 409:
+                raise
+            # The episode's pinned version was retired mid-episode (several weight updates): it has no
+            # valid outcome, so no reward is posted and it does not count towards the success rate.
+            aborted = err.message
+            break
         latencies.append((time.perf_counter() - t0) * 1e3)
         versions.add(out.policy_version)
         chunk = out.actions[: cfg.execute_steps] if cfg.execute_steps else out.actions
         obs, success, done = robot.step_chunk(chunk)
-    if cfg.post_rewards:
+    if cfg.post_rewards and aborted is None:
         client.post_reward(int(success))
     return {"task": task, "seed": seed, "episode_id": episode_id, "success": bool(success), "steps": robot.steps,
-            "chunks": len(latencies), "policy_versions": sorted(versions), "act_ms": latencies}
+            "chunks": len(latencies), "policy_versions": sorted(versions), "act_ms": latencies, "aborted": aborted}
 
 
 def run_robot(cfg: EndpointEvalConfig, jobs: list[tuple[str, int]]) -> list[dict]:
@@ -90,15 +101,18 @@ def episode_jobs(cfg: EndpointEvalConfig) -> list[tuple[str, int]]:
 
 
 def summarize(episodes: list[dict]) -> dict:
-    """Success rate overall and per task, and act latency percentiles (client-side, ms)."""
+    """Success rate overall and per task (aborted episodes excluded), and act latency percentiles (client, ms)."""
+    aborted = [ep for ep in episodes if ep.get("aborted")]
+    episodes = [ep for ep in episodes if not ep.get("aborted")]
     per_task: dict[str, list[bool]] = {}
     for ep in episodes:
         per_task.setdefault(ep["task"], []).append(ep["success"])
-    lat = np.array([ms for ep in episodes for ms in ep["act_ms"]] or [np.nan])
+    lat = np.array([ms for ep in episodes + aborted for ms in ep["act_ms"]] or [np.nan])
     return {
         "success_rate": float(np.mean([ep["success"] for ep in episodes])) if episodes else float("nan"),
         "per_task": {t: float(np.mean(s)) for t, s in sorted(per_task.items())},
         "episodes": len(episodes),
+        "aborted": len(aborted),
         "act_ms_p50": float(np.percentile(lat, 50)),
         "act_ms_p99": float(np.percentile(lat, 99)),
         "policy_versions": sorted({v for ep in episodes for v in ep["policy_versions"]}),

@@ -231,3 +231,39 @@ def test_fuzz_mutated_bodies_get_4xx_not_5xx(open_server, path, value, delete, e
 def test_fuzz_random_bodies_get_4xx_not_5xx(open_server, raw, content_type):
     http, _ = open_server
     check_no_5xx(http, raw, content_type)
+
+
+class ScriptedRobot:
+    """Stands in for SimRobot (same interface); `on_step` runs after each executed chunk."""
+
+    instruction = "reach the goal"
+
+    def __init__(self, on_step, chunks_to_success: int):
+        self.on_step, self.chunks_to_success, self.left, self.steps = on_step, chunks_to_success, 0, 0
+
+    def reset(self, task, seed):
+        self.steps, self.left = 0, self.chunks_to_success
+        return {k: v for k, v in make_obs(seed).items() if k != "instruction"}
+
+    def step_chunk(self, actions):
+        self.steps += len(actions)
+        self.left -= 1
+        self.on_step()
+        return {k: v for k, v in make_obs(self.steps).items() if k != "instruction"}, self.left == 0, self.left == 0
+
+
+def test_endpoint_episode_posts_reward_or_aborts_when_its_version_is_retired(tmp_path, debug_ckpts):
+    from syvla.serving.evaluate_endpoint import EndpointEvalConfig, run_episode, summarize
+
+    host, http = make_server(tmp_path, debug_ckpts[0], keep_versions=1)
+    cfg = EndpointEvalConfig(url="http://testserver", execute_steps=10)
+    c = client(http, "msgpack", api_key=None)
+    ok = run_episode(c, ScriptedRobot(lambda: None, chunks_to_success=2), "reach-v3", 0, cfg)
+    assert (ok["success"], ok["chunks"], ok["steps"], ok["aborted"]) == (True, 2, 20, None)
+    retire = ScriptedRobot(lambda: host.load_version(host.current_version + 1, str(debug_ckpts[1])), 3)
+    gone = run_episode(c, retire, "reach-v3", 1, cfg)
+    assert gone["aborted"] and gone["chunks"] == 1 and not gone["success"]
+    eps = rb.ReplayReader(tmp_path / "replay").episodes(decode=False)
+    assert eps[ok["episode_id"]].reward == 1 and eps[gone["episode_id"]].reward is None
+    summary = summarize([ok, gone])
+    assert (summary["success_rate"], summary["episodes"], summary["aborted"]) == (1.0, 1, 1)

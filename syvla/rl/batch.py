@@ -92,8 +92,8 @@ def merge_batch(steps: RolloutSteps, rollout_adv, expert_samples: Sequence[dict]
         raise ValueError("use_expert_data=False ('w/o Expert Dataset') but expert samples were given")
     if cfg.advantage.expert_gae and e and expert_gae is None:
         raise ValueError("advantage.expert_gae=True ('w/ standard Advantage') needs the expert frames' GAE")
-    gae = np.concatenate([np.asarray(rollout_adv, np.float32),
-                          np.asarray(expert_gae, np.float32) if expert_gae is not None else np.full(e, np.nan, np.float32)])
+    ex_gae = np.asarray(expert_gae, np.float32) if expert_gae is not None else np.full(e, np.nan, np.float32)
+    gae = np.concatenate([np.asarray(rollout_adv, np.float32), ex_gae])
     is_expert = np.concatenate([np.zeros(m, bool), np.ones(e, bool)])
     adv = batch_advantages(gae, is_expert, cfg.advantage)
     versions = np.concatenate([steps.versions, np.full(e, current_version, np.int64)])

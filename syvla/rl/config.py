@@ -44,6 +44,8 @@ class RLConfig:
     max_staleness: int = _field(0, "accept rollouts of policy versions up to this many behind the current one "
                                    "(their l_old uses their own weights); 0 = on-policy only")
     final_eval: bool = _field(True, "after the last update, collect one more batch to measure the final version")
+    score_steps: int = _field(10, "leading steps of each served chunk the policy loss scores (= actions the robot "
+                                  "executes per chunk); 0 = the whole chunk")
     # ---- the policy update (FPO-style PPO, ../shared/notes/rl.md) -----------------------------------
     update_steps: int = _field(4, "K: optimizer steps per RL episode (minibatches over the merged batch)")
     minibatch_size: int = _field(16, "samples per optimizer step over all learners")
@@ -62,7 +64,7 @@ class RLConfig:
     retrieval: RetrievalConfig = dataclasses.field(default_factory=lambda: RetrievalConfig(k=2))
     clip_model: str = _field("debug", "open_clip model name (e.g. ViT-B-32) or 'debug' (tiny random ViT)")
     clip_checkpoint: str = _field("", "local open_clip checkpoint file for clip_model (no downloads)")
-    expert_stride: int = _field(50, "frames between two policy decisions in the imitation set (= env steps "
+    expert_stride: int = _field(10, "frames between two policy decisions in the imitation set (= env steps "
                                     "executed per chunk): the time step of its Monte-Carlo returns and GAE")
     max_expert_episodes: int = _field(0, "imitation episodes loaded per task (0 = all)")
     # ---- value model (App. A) -------------------------------------------------------------------
@@ -90,8 +92,8 @@ class RLConfig:
                      "keep_versions", "num_learners", "expert_stride", "value_lr", "value_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"RLConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_staleness", "weight_decay", "max_expert_episodes", "value_warmup_steps", "value_steps",
-                     "actor_cpus", "learner_gpus"):
+        for name in ("max_staleness", "score_steps", "weight_decay", "max_expert_episodes", "value_warmup_steps",
+                     "value_steps", "actor_cpus", "learner_gpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RLConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.max_staleness >= self.keep_versions:
@@ -134,7 +136,7 @@ def paper_rl_config(**overrides) -> RLConfig:
         update_steps=32, minibatch_size=64, lr=1e-5, keep_versions=2, num_learners=7,  # App. A: 7 worker GPUs
         retrieval=RetrievalConfig(k=4), clip_model="ViT-B-32",
         value=paper_value_config(), value_lr=1e-4, value_warmup_steps=5000, value_steps=200, value_batch_size=64,
-        device="cuda", actor_cpus=4.0, learner_gpus=1.0, expert_stride=50,
+        device="cuda", actor_cpus=4.0, learner_gpus=1.0,
     )
     cfg.update(overrides)
     return RLConfig(**cfg)

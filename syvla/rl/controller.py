@@ -122,7 +122,7 @@ class RLController:
 
         # 1. collect: up to N rollouts with their 0/1 rewards from the current version (App. A)
         got = self.collect(state, str(episode))
-        steps = rollout_steps(got.trajectories)
+        steps = rollout_steps(got.trajectories, cfg.score_steps)
         lap("collect")
         # 2. retrieve: k similar expert frames per rollout step (§3.3), random or none in the ablations
         experts, expert_gae, similarity = [], None, float("nan")
@@ -191,7 +191,7 @@ class RLController:
             return state
         state = RunState(base_version=self.base_version, version=self.base_version,
                          checkpoints={str(self.base_version): self.base_checkpoint}, config=flat)
-        self.log(f"[rl] value warm-up on Monte-Carlo returns of the imitation set ({self.cfg.value_warmup_steps} steps)")
+        self.log(f"[rl] value warm-up: {self.cfg.value_warmup_steps} steps on Monte-Carlo returns of the imitation set")
         state.warmup = self.workers.value.warmup()
         self.workers.value.save(str(self.run_dir / VALUE_FILE))
         self.save(state)

@@ -35,9 +35,11 @@ class RLRunConfig:
     expert_data: str = _field("data/metaworld", "imitation dataset (LeRobot / RLDS); collected here when missing")
     expert_episodes: int = _field(10, "demos per task collected when expert_data does not exist")
     robots: int = _field(2, "simulated robot processes driving the endpoint (0 = real robots post rewards)")
-    seed: int = _field(1000, "layout seed of the first robot episode; every collection uses new seeds")
-    max_steps: int = _field(200, "env steps per robot episode (Meta-World: at most 500)")
-    execute_steps: int = _field(0, "actions executed per served chunk; 0 = the whole chunk")
+    seed: int = _field(1000, "layout seed of the first robot episode; every collection uses new seeds, except "
+                             "the final one, which reuses RL episode 0's (a paired before/after comparison)")
+    max_steps: int = _field(300, "env steps per robot episode (Meta-World: at most 500)")
+    execute_steps: int = _field(10, "actions executed per served chunk (match RLConfig.score_steps and "
+                                    "expert_stride); 0 = the whole chunk")
     image_size: int = _field(64, "camera pixels of the simulated robots")
     replicas: int = _field(1, "Serve replicas of the policy")
     replica_cpus: float = _field(0.5, "CPUs Ray reserves per Serve replica")
@@ -122,10 +124,12 @@ class SimRobots:
 
         self.join()
         per_task = -(-n // len(self.run.tasks))
-        cfg = EndpointEvalConfig(url=self.url, tasks=self.run.tasks, episodes_per_task=per_task, seed=self._seed,
+        seed = self.run.seed if label == "final" else self._seed  # final: the layouts of RL episode 0
+        cfg = EndpointEvalConfig(url=self.url, tasks=self.run.tasks, episodes_per_task=per_task, seed=seed,
                                  max_steps=self.run.max_steps, execute_steps=self.run.execute_steps,
                                  image_size=self.run.image_size)
-        self._seed += per_task
+        if label != "final":
+            self._seed += per_task
 
         def drive():
             try:

@@ -47,18 +47,22 @@ class Trajectory:
         r[-1] = float(self.reward)
         return r
 
-    def samples(self) -> list[dict]:
+    def samples(self, score_steps: int = 0) -> list[dict]:
         """The model sample dict (docs/architecture.md) of each step: observation + the served chunk.
 
-        The whole served chunk is the policy's output, so all its steps count
-        (action_mask all True), whatever part of it the robot executed.
+        action_mask marks the chunk steps the policy loss scores: the first
+        `score_steps` (the actions the robot executed, which the reward judged),
+        or every step when 0.
         """
         out = []
         for s in self.steps:
             actions = np.asarray(s["actions"], np.float32)
+            mask = np.ones(actions.shape[0], bool)
+            if score_steps:
+                mask[score_steps:] = False
             out.append({"embodiment": self.embodiment, K.IMAGES: dict(s["images"]),
                         K.STATE: np.asarray(s["state"], np.float32), K.ACTIONS: actions,
-                        K.ACTION_MASK: np.ones(actions.shape[0], bool), K.TASK: self.instruction,
+                        K.ACTION_MASK: mask, K.TASK: self.instruction,
                         K.COT: s.get("cot"), K.KIND: K.KIND_ROBOT, K.CONVERSATION: None})
         return out
 
@@ -216,11 +220,12 @@ class RolloutSteps:
         return len(self.samples)
 
 
-def rollout_steps(trajectories: list[Trajectory]) -> RolloutSteps:
+def rollout_steps(trajectories: list[Trajectory], score_steps: int = 0) -> RolloutSteps:
+    """Flatten trajectories into chunk steps (see `Trajectory.samples` for score_steps)."""
     samples, rewards, versions, bounds = [], [], [], []
     for traj in trajectories:
         start = len(samples)
-        samples += traj.samples()
+        samples += traj.samples(score_steps)
         rewards.append(traj.rewards())
         versions.append(np.full(len(traj), traj.policy_version, np.int64))
         bounds.append((start, len(samples)))

@@ -59,3 +59,12 @@ def test_forget_and_timeout(tmp_path):
         write_episode(w, version=0, n_steps=1, reward=0, seed=9)
     got = c.collect(5, 0, timeout_s=0.05, min_rollouts=1, poll_s=0.01)  # fewer than n after the timeout
     assert len(got.trajectories) == 1 and got.report()["rollouts"] == 1
+
+
+def test_score_steps_masks_the_unexecuted_tail(tmp_path):
+    with rb.ReplayWriter(tmp_path, writer_id="a") as w:
+        write_episode(w, version=0, n_steps=2, reward=1, seed=1)
+    got = RolloutCollector(tmp_path).collect(1, 0, timeout_s=5, poll_s=0.01)
+    steps = rollout_steps(got.trajectories, score_steps=10)
+    assert [s["action_mask"].sum() for s in steps.samples] == [10, 10]
+    assert steps.samples[0]["action_mask"][:10].all() and steps.samples[0]["actions"].shape == (CHUNK, ACTION_DIM)

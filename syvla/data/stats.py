@@ -145,7 +145,7 @@ def _row_uniform(table: pa.Table, seed: int) -> np.ndarray:
     ep = combine(table.column(K.EPISODE_ID)).to_numpy(zero_copy_only=False).astype(np.uint64)
     fi = combine(table.column(K.FRAME_INDEX)).to_numpy(zero_copy_only=False).astype(np.uint64)
     with np.errstate(over="ignore"):
-        x = name_hash ^ (ep * np.uint64(0x9E3779B97F4A7C15)) ^ (fi * np.uint64(0xC2B2AE3D27D4EB4F)) ^ np.uint64(seed)
+        x = name_hash ^ (ep * np.uint64(0x9E3779B97F4A7C15)) ^ (fi * np.uint64(0xC2B2AE3D27D4EB4F)) ^ np.uint64(seed % 2**64)
         x = _splitmix(x)
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 

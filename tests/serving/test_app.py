@@ -267,3 +267,16 @@ def test_endpoint_episode_posts_reward_or_aborts_when_its_version_is_retired(tmp
     assert eps[ok["episode_id"]].reward == 1 and eps[gone["episode_id"]].reward is None
     summary = summarize([ok, gone])
     assert (summary["success_rate"], summary["episodes"], summary["aborted"]) == (1.0, 1, 1)
+
+
+def test_replay_failure_refuses_acts_and_fails_health(tmp_path, debug_ckpts):
+    host, http = make_server(tmp_path, debug_ckpts[0])
+    c = client(http, "msgpack", api_key=None, deadline=1.0)  # 503 is retried until the deadline
+    c.start_episode()
+    host.replay._file.close()  # the disk goes away under the writer
+    obs = make_obs(0)
+    with pytest.raises(PolicyServerError) as err:
+        c.act(obs["images"], obs["state"], obs["instruction"])
+    assert err.value.status == 503 and "not recorded" in err.value.message  # never acknowledged unrecorded
+    health = http.get("/healthz")
+    assert health.status_code == 503 and "replay buffer failed" in health.json()["status"]

@@ -140,8 +140,11 @@ class PolicyDeployment:
         if self._registry is None:
             self._registry = get_registry(self.app_name)
         for version, uri in await self._registry.history.remote(self.config.keep_versions):
-            if version not in self.host.versions:
-                await asyncio.to_thread(self.host.load_version, version, uri)
+            held = self.host.versions
+            # Skip what we hold and what would be dropped at once (older than all, e.g. after a reconfigure).
+            if version in held or (len(held) >= self.config.keep_versions and version < held[0]):
+                continue
+            await asyncio.to_thread(self.host.load_version, version, uri)
         if self.host.current_version is not None:
             await self._registry.ack.remote(self.replica_id, self.host.current_version)
 

@@ -14,7 +14,8 @@ def ray_local():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        # address="local": always a new instance, never a cluster another process left on this machine.
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"MUJOCO_GL": os.environ["MUJOCO_GL"]}})
     yield ray
     ray.shutdown()

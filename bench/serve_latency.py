@@ -163,7 +163,11 @@ def main(argv=None) -> int:
     results.update(serve_overhead_ratio=ratio, added_ms_p50=http["p50"] - local["p50"], batching_speedup=speedup)
     print(f"in-process Policy.infer   p50 {local['p50']:8.2f} ms   p99 {local['p99']:8.2f} ms   (n={local['n']})")
     print(f"HTTP /v1/act (Serve)      p50 {http['p50']:8.2f} ms   p99 {http['p99']:8.2f} ms   (n={http['n']})")
-    print(f"server-side medians (ms): {lat['server_median_ms']}")
+    sm = lat["server_median_ms"]
+    print(f"added at p50, by part (medians, ms): proxy + transport + client codec "
+          f"{http['p50'] - sm['server_ms']:.2f} | body receive + parse {sm['receive_ms']:.2f} | batcher + thread "
+          f"{sm['queue_ms'] - sm['receive_ms']:.2f} | replay fsync {sm['replay_ms']:.2f} | replica infer "
+          f"{sm['infer_ms']:.2f} vs in-process {local['p50']:.2f}")
     print(f"added at p50: {results['added_ms_p50']:.2f} ms (goal <= 3 ms)")
     for arm in ("batched", "unbatched"):
         t = results[f"throughput_{arm}"]

@@ -191,8 +191,11 @@ def test_serve_scales_replicas_up_under_load_and_down_after(cluster, tmp_path):
             app = serve.status().applications.get(app_name)
             return dict(app.deployments[DEPLOYMENT_NAME].replica_states) if app and app.deployments else {}
 
-        _wait_for(lambda: (serve.status().applications.get(app_name) or None) and
-                  serve.status().applications[app_name].status, lambda s: s == "RUNNING", 300, "app RUNNING")
+        def app_status():
+            app = serve.status().applications.get(app_name)
+            return app.status if app else None
+
+        _wait_for(app_status, lambda s: s == "RUNNING", 300, "app RUNNING")
         assert replicas().get("RUNNING") == 1
 
         # The proxy listens on loopback only.

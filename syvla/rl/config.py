@@ -1,6 +1,6 @@
 """Configuration of the RL stage (§3.3, App. A "Reinforcement Learning"): one frozen dataclass, with presets.
 
-    debug   a short CPU run: 3 RL episodes x 6 rollouts, a tiny value model and CLIP encoder
+    debug   a short CPU run: 3 RL episodes x 6 rollouts, K = 8 steps of 32 samples, tiny value model and CLIP
     paper   App. A: at most 10 RL episodes per task, at most 20 rollouts each, ~100M value model,
             CLIP ViT-B/32 retrieval with view weights (0.83, 0.083, 0.083); update sizes are ours
 
@@ -47,9 +47,10 @@ class RLConfig:
     score_steps: int = _field(10, "leading steps of each served chunk the policy loss scores (= actions the robot "
                                   "executes per chunk); 0 = the whole chunk")
     # ---- the policy update (FPO-style PPO, ../shared/notes/rl.md) -----------------------------------
-    update_steps: int = _field(4, "K: optimizer steps per RL episode (minibatches over the merged batch)")
-    minibatch_size: int = _field(16, "samples per optimizer step over all learners")
-    lr: float = _field(1e-4, "AdamW learning rate of the policy (the paper gives none)")
+    update_steps: int = _field(8, "K: optimizer steps per RL episode (minibatches over the merged batch)")
+    minibatch_size: int = _field(32, "samples per optimizer step over all learners")
+    lr: float = _field(1e-5, "AdamW learning rate of the policy (the paper gives none; 1e-4 visibly degraded a "
+                                 "trained reach-v3 policy within 3 updates, docs/rl.md)")
     weight_decay: float = _field(0.0, "AdamW weight decay of the policy")
     grad_clip: float = _field(1.0, "global gradient L2-norm clip of the policy")
     fpo: FPOConfig = dataclasses.field(default_factory=FPOConfig)
@@ -121,7 +122,7 @@ class RLConfig:
 
 
 def debug_rl_config(**overrides) -> RLConfig:
-    """A short CPU run: 3 episodes x 6 rollouts, K = 4 steps of 16 samples, tiny value model and CLIP."""
+    """A short CPU run: 3 episodes x 6 rollouts, K = 8 steps of 32 samples, tiny value model and CLIP."""
     return dataclasses.replace(RLConfig(), **overrides)
 
 

@@ -105,7 +105,7 @@ class PolicyClient:
         body = {
             "episode_id": episode_id,
             "embodiment": embodiment,
-            "images": {cam: self._image(img, binary) for cam, img in images.items()},
+            "images": {cam: self._image(cam, img, binary) for cam, img in images.items()},
             "state": protocol.pack_array(state) if binary else state.tolist(),
             "instruction": instruction,
             "think": bool(think),
@@ -143,21 +143,26 @@ class PolicyClient:
             raise ValueError(f"the server serves embodiments {names}: pass embodiment=")
         return names[0]
 
-    def _image(self, img: Any, binary: bool) -> Any:
+    def _image(self, cam: str, img: Any, binary: bool) -> Any:
         if isinstance(img, (bytes, bytearray)):  # already PNG/JPEG from the camera driver
             return bytes(img) if binary else base64.b64encode(img).decode()
         img = np.asarray(img)
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:  # no silent casts of float images
+            raise ValueError(f"images.{cam}: expected uint8 [H, W, 3], got {img.dtype} {list(img.shape)}")
         if self.image_format == "png":
             png = protocol.encode_png(img)
             return png if binary else base64.b64encode(png).decode()
-        return protocol.pack_array(img.astype(np.uint8, copy=False), binary=binary)
+        return protocol.pack_array(img, binary=binary)
 
     def _call(self, method: str, path: str, body: dict | None = None, send_deadline: bool = False) -> dict:
         end = time.monotonic() + self.deadline
         delay = self.backoff_s
+        resp = None
         while True:
             remaining = end - time.monotonic()
             if remaining <= 0:
+                if resp is not None:  # out of time after retryable answers: report the server's last word
+                    return self._decode(resp)
                 raise TimeoutError(f"{method} {path}: deadline of {self.deadline} s passed")
             content = None
             if body is not None:
@@ -172,11 +177,8 @@ class PolicyClient:
             if resp is not None and resp.status_code not in _RETRYABLE_STATUS:
                 return self._decode(resp)
             sleep = min(delay, end - time.monotonic())
-            if sleep <= 0:
-                if resp is not None:
-                    return self._decode(resp)
-                raise TimeoutError(f"{method} {path}: server unreachable within {self.deadline} s")
-            time.sleep(sleep)
+            if sleep > 0:
+                time.sleep(sleep)
             delay = min(delay * 2, 1.0)
 
     @staticmethod

@@ -117,7 +117,9 @@ def test_auth_size_limit_and_errors(server):
     with pytest.raises(PolicyServerError) as err:
         c.act({"corner2": obs["images"]["corner2"]}, obs["state"], "pick")
     assert (err.value.status, err.value.field) == (422, "images.topview")
-    with pytest.raises(ValueError, match="state: must be finite"):  # the client refuses before sending
+    with pytest.raises(ValueError, match="images.corner2: expected uint8"):  # the client refuses before sending
+        c.act({**obs["images"], "corner2": obs["images"]["corner2"] / 255.0}, obs["state"], "pick")
+    with pytest.raises(ValueError, match="state: must be finite"):
         c.act(obs["images"], np.full(39, np.nan), "pick")
     body = {"episode_id": c.episode_id, "embodiment": "metaworld", "instruction": "pick", "state": [np.nan] * 39,
             "images": {k: P.pack_array(v) for k, v in obs["images"].items()}}

@@ -180,7 +180,7 @@ def pretrain_debug() -> TrainConfig:
         optim=OptimConfig(peak_lr=1e-3, decay_lr=1e-4, warmup_steps=100, betas=(0.9, 0.999), eps=1e-8, clip_grad_norm=1.0),
         data=DataConfig(multimodal_ratio=0.0),  # the Meta-World demo set has no VQA data; see DataConfig
         scale=ScaleConfig(num_workers=2, use_gpu=False, cpus_per_worker=0.5, max_failures=2),
-        global_batch_size=32, max_steps=1500, checkpoint_every=500, log_every=25,
+        global_batch_size=32, max_steps=1000, checkpoint_every=250, log_every=25,
     )
 
 
@@ -190,7 +190,7 @@ def finetune_debug() -> TrainConfig:
         optim=OptimConfig(peak_lr=3e-4, decay_lr=3e-5, warmup_steps=50, betas=(0.9, 0.995), eps=1e-8, clip_grad_norm=1.0),
         data=DataConfig(tasks=("reach-v3",), multimodal_ratio=0.0),
         scale=ScaleConfig(num_workers=2, use_gpu=False, cpus_per_worker=0.5, max_failures=2),
-        global_batch_size=32, max_steps=1500, checkpoint_every=500, log_every=25,
+        global_batch_size=32, max_steps=500, checkpoint_every=250, log_every=25,
     )
 
 

@@ -57,7 +57,8 @@ def connect_ray():
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"])
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+            # address="local": a new cluster even when another one runs on this machine.
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False)
     return ray
 
 

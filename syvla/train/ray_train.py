@@ -94,6 +94,11 @@ def make_trainer(cfg: TrainConfig, datasets: dict, norm_stats: NormStats, *,
 
     if "train" not in datasets:
         raise KeyError("datasets must contain a 'train' dataset")
+    if cfg.init_from and "://" not in cfg.init_from:  # workers do not run in the driver's directory
+        init = Path(cfg.init_from).expanduser().resolve()
+        if not (init / "config.json").exists():
+            raise FileNotFoundError(f"init_from {init} is not a policy checkpoint (no config.json)")
+        cfg = dataclasses.replace(cfg, init_from=str(init))
     s = cfg.scale
     resources = {"CPU": s.cpus_per_worker}
     if s.use_gpu:

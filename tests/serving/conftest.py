@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
-
-# ray.init() without an address attaches to any cluster a `ray start --head` left on this machine;
-# the session fixture means a fresh local one (an explicit RAY_ADDRESS still wins).
-os.environ.setdefault("RAY_ADDRESS", "local")
 
 
 @pytest.fixture(scope="session")

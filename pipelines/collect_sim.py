@@ -10,50 +10,20 @@ already made with the same content arguments is reused unless --overwrite true.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import os
 import sys
 import time
-import typing
+from pathlib import Path
 
-import syvla  # noqa: F401  (installs the torchvision shim first, as in every syvla process)
-from syvla.data.sim_collect import (CollectSimConfig, EpisodeCollector, OrderedSink, Progress, episode_plan,
-                                    existing_matches, open_writer)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (common)
 
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
+from common import connect_ray, parse_configs  # noqa: E402
+from syvla.data.sim_collect import (  # noqa: E402
+    CollectSimConfig, EpisodeCollector, OrderedSink, Progress, episode_plan, existing_matches, open_writer)
 
 
 def parse_config(argv=None) -> CollectSimConfig:
-    """argparse generated from the dataclass: one --flag per field, defaults from the dataclass."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = typing.get_type_hints(CollectSimConfig)
-    for f in dataclasses.fields(CollectSimConfig):
-        tp = hints[f.name]
-        parser.add_argument(f"--{f.name}", type=_bool if tp is bool else tp, default=f.default,
-                            metavar="BOOL" if tp is bool else None, help=f"(default: {f.default!r})")
-    try:
-        return CollectSimConfig(**vars(parser.parse_args(argv)))
-    except ValueError as e:
-        parser.error(str(e))
-
-
-def connect(cfg: CollectSimConfig):
-    import ray
-
-    if not ray.is_initialized():
-        address = cfg.address or os.environ.get("RAY_ADDRESS", "")
-        if address:
-            ray.init(address=address)  # an existing cluster, e.g. under `ray job submit`
-        else:
-            ray.init(num_cpus=cfg.num_cpus, include_dashboard=False)
-    return ray
+    return parse_configs(argv, __doc__, CollectSimConfig())
 
 
 def main(argv=None) -> int:
@@ -62,7 +32,7 @@ def main(argv=None) -> int:
         print(f"[collect_sim] {cfg.output} already holds this dataset (same arguments); nothing to do. "
               f"Pass --overwrite true to collect again.")
         return 0
-    ray = connect(cfg)
+    ray = connect_ray(cfg.address, cfg.num_cpus)
     specs = episode_plan(cfg)
     n_workers = min(len(specs), cfg.workers or max(1, int(ray.available_resources().get("CPU", 1))))
     print(f"[collect_sim] {len(specs)} episodes of {cfg.task_list} at {cfg.image_size} px on {n_workers} workers "

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (common)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the syvla package when run from anywhere
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
+from common import connect_ray  # noqa: E402
 from syvla.rl.config import RL_PRESETS, RLConfig, rl_preset  # noqa: E402
 from syvla.rl.launch import RLRunConfig  # noqa: E402
 from syvla.train.cli import add_dataclass_args, apply_overrides  # noqa: E402
@@ -52,18 +53,6 @@ def parse(argv=None) -> tuple[RLConfig, RLRunConfig]:
         parser.error(str(e))
 
 
-def connect(run: RLRunConfig):
-    import ray
-
-    if not ray.is_initialized():
-        address = run.address or os.environ.get("RAY_ADDRESS", "")
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
-    return ray
-
-
 def main(argv=None) -> int:
     cfg, run = parse(argv)
     from ray import serve
@@ -78,7 +67,7 @@ def main(argv=None) -> int:
     policy_cfg = read_config(ckpt)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     experts = load_experts(run, policy_cfg.expert.chunk_len, cfg.max_expert_episodes)
-    connect(run)
+    connect_ray(run.address)
     serving = ServeRunConfig(checkpoint=str(ckpt), version=version, app_name=APP_NAME, port=run.port,
                              num_replicas=run.replicas, num_cpus=run.replica_cpus, device=cfg.device,
                              replay_dir=str(run.run_dir / "replay"), blocking=False)

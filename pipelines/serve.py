@@ -12,55 +12,26 @@ syvla.serving.deployment.publish_weights(app_name, ckpt_dir, version).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import os
+import sys
 import time
-import typing
+from pathlib import Path
 
-import syvla  # noqa: F401  (installs the torchvision shim first, as in every syvla process)
-from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config, serve_policy
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (common)
 
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes"):
-        return True
-    if text.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
+from common import connect_ray, parse_configs  # noqa: E402
+from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config, serve_policy  # noqa: E402
 
 
 def parse_config(argv=None) -> ServeRunConfig:
-    """argparse generated from the dataclass: one --flag per field, defaults from the dataclass."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = typing.get_type_hints(ServeRunConfig)
-    for f in dataclasses.fields(ServeRunConfig):
-        tp = hints[f.name]
-        parser.add_argument(f"--{f.name}", type=_bool if tp is bool else tp, default=f.default,
-                            metavar="BOOL" if tp is bool else None, help=f"(default: {f.default!r})")
-    try:
-        return ServeRunConfig(**vars(parser.parse_args(argv)))
-    except ValueError as e:
-        parser.error(str(e))
-
-
-def connect(cfg: ServeRunConfig):
-    import ray
-
-    if not ray.is_initialized():
-        address = cfg.address or os.environ.get("RAY_ADDRESS", "")
-        if address:
-            ray.init(address=address)  # an existing cluster, e.g. under `ray job submit`
-        else:
-            ray.init(include_dashboard=False)
-    return ray
+    return parse_configs(argv, __doc__, ServeRunConfig())
 
 
 def main(argv=None) -> int:
     cfg = parse_config(argv)
     checkpoint, version = resolve_checkpoint(cfg)
     server = serve_config(cfg, checkpoint, version)
-    connect(cfg)
+    connect_ray(cfg.address)
     from ray import serve
 
     url = serve_policy(cfg, server)

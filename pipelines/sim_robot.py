@@ -14,11 +14,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 import time
 import typing
+from pathlib import Path
 
-import syvla  # noqa: F401  (installs the torchvision shim first, as in every syvla process)
-from syvla.serving.evaluate_endpoint import EndpointEvalConfig, evaluate_endpoint
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (common)
+
+import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
+from syvla.serving.evaluate_endpoint import EndpointEvalConfig, evaluate_endpoint  # noqa: E402
 
 
 def parse_config(argv=None) -> tuple[EndpointEvalConfig, int, str, int]:
@@ -48,13 +52,13 @@ def parse_config(argv=None) -> tuple[EndpointEvalConfig, int, str, int]:
 
 def start_local_server(port: int) -> str:
     """No --url: a local Ray + Serve with the newest (or a new debug) checkpoint, as pipelines/serve.py does."""
-    import ray
+    from common import connect_ray
 
     from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config, serve_policy
 
     run = ServeRunConfig(num_replicas=1, port=port, blocking=False)
     ckpt, version = resolve_checkpoint(run)
-    ray.init(include_dashboard=False)
+    connect_ray()
     return serve_policy(run, serve_config(run, ckpt, version))
 
 

@@ -49,16 +49,20 @@ def _tuple_item(tp):
     return None
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
+def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", defaults=None) -> None:
     """Add one optional flag per scalar field of `cls` (recursing into nested dataclasses).
 
     Defaults are suppressed: only flags present on the command line reach the namespace.
+    `defaults` (an instance of cls) puts each field's value into its help text.
     """
     for name, tp, field in _fields(cls):
         dest = f"{prefix}{name}"
-        help_text = field.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help text
+        help_text = field.metadata.get("help", "")
+        if defaults is not None and not _is_dataclass_type(tp):
+            help_text = f"{help_text} (default: {getattr(defaults, name)!r})".strip()
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help text
         if _is_dataclass_type(tp):
-            add_dataclass_args(parser, tp, dest + _SEP)
+            add_dataclass_args(parser, tp, dest + _SEP, None if defaults is None else getattr(defaults, name))
         elif tp is bool:
             parser.add_argument(f"--{dest}", dest=dest, type=_bool, default=argparse.SUPPRESS, metavar="BOOL", help=help_text)
         elif tp in (int, float, str):

@@ -9,7 +9,7 @@ from syvla import constants as K
 from syvla.checkpoint import load_checkpoint, save_checkpoint
 from syvla.model.policy import ObservationError, Policy, make_debug_checkpoint
 
-from conftest import robot_sample
+from model_testlib import robot_sample
 
 
 def _obs(rng, seed=7):

@@ -4,7 +4,7 @@ import torch
 from syvla.model.decoupling import decoupled_states, quantile_mask
 from syvla.model.processing import build_batch
 
-from conftest import robot_sample
+from model_testlib import robot_sample
 
 
 def test_mask_is_exactly_the_lowest_norms():

@@ -4,7 +4,7 @@ import torch
 
 from syvla.model.processing import build_batch
 
-from conftest import robot_sample
+from model_testlib import robot_sample
 
 
 def test_query_states_feed_the_expert_and_receive_gradient(model, cfg, norm_stats):

@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
-import torch
 
 from syvla.model import vlm as V
 from syvla.model.processing import IGNORE, build_batch
 
-from conftest import robot_sample, vqa_sample
+from model_testlib import robot_sample, vqa_sample
 
 
 def test_debug_processor_really_tokenizes_text_and_images(model):

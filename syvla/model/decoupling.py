@@ -34,18 +34,21 @@ def decoupled_states(
     states: torch.Tensor,
     action_loss_fn: Callable[[torch.Tensor], torch.Tensor],
     tau: float,
+    probe_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (masked H [B, n, d] still attached to the VLM graph, keep-mask [B, n]).
 
     action_loss_fn maps Feature Query States to the scalar action loss. Pass 1 is
     run on a detached leaf copy of H, so torch.autograd.grad touches no parameter
-    gradient and the VLM is not run again.
+    gradient and the VLM is not run again. With probe_dtype other than float32, pass 1 runs
+    under autocast in that dtype: only the ranking of the norms is used.
     """
     if tau <= 0.0:
         return states, torch.ones(states.shape[:2], dtype=torch.bool, device=states.device)
     probe = states.detach().requires_grad_(True)
-    with torch.enable_grad():
+    autocast = torch.autocast(states.device.type, dtype=probe_dtype, enabled=probe_dtype != torch.float32)
+    with torch.enable_grad(), autocast:
         loss = action_loss_fn(probe)
         (grad,) = torch.autograd.grad(loss, probe)
-    keep = quantile_mask(grad.norm(dim=-1), tau)
+    keep = quantile_mask(grad.float().norm(dim=-1), tau)
     return states * keep.unsqueeze(-1).to(states.dtype), keep

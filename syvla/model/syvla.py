@@ -104,7 +104,8 @@ class SyVLA(nn.Module):
         if use and self.cfg.decoupling.tau > 0:
             # §3.2 pass 1 on detached inputs: gradients w.r.t. H only, no parameter grads, no VLM rerun.
             states, keep = decoupled_states(
-                states, lambda h: action_loss(h, prefix.detach()), self.cfg.decoupling.tau)
+                states, lambda h: action_loss(h, prefix.detach()), self.cfg.decoupling.tau,
+                getattr(torch, self.cfg.decoupling.probe_dtype))
             masked_fraction = (keep.numel() - keep.sum().item()) / keep.numel()
         a_loss = action_loss(states)  # §3.2 pass 2: the loss that is optimized, on the masked H
         return StepOutput(a_loss + self.cfg.lm_loss_weight * lm_loss, a_loss, lm_loss, masked_fraction)

@@ -62,3 +62,21 @@ def test_tau_zero_equals_no_masking(model, cfg, norm_stats):
     on = model(batch, torch.Generator().manual_seed(0), decoupling=True)
     assert on.masked_fraction == 2 / 40  # floor(0.05 * 2 * 20) = 2 of 40 states
     assert not torch.equal(on.action_loss, off.action_loss)
+
+
+def test_bf16_probe_masks_from_its_own_norms():
+    """With a bf16 probe the mask still zeroes exactly the states whose (bf16) gradient norms are lowest."""
+    torch.manual_seed(0)
+    h = torch.randn(2, 10, 8)
+    w = torch.randn(8, 8)
+    scale = torch.linspace(0.1, 3.0, 10).view(1, 10, 1)
+
+    def loss_fn(states):
+        return ((states * scale) @ w).square().sum()
+
+    probe = h.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        (g,) = torch.autograd.grad(loss_fn(probe), probe)
+    expected = quantile_mask(g.float().norm(dim=-1), 0.2)
+    _, keep = decoupled_states(h, loss_fn, 0.2, torch.bfloat16)
+    assert torch.equal(keep, expected) and (~keep).sum() == 4

@@ -29,11 +29,11 @@ from syvla.train.cli import add_dataclass_args, apply_overrides  # noqa: E402
 class DemoConfig:
     task: str = "reach-v3"  # Meta-World task fine-tuned, served and improved with RL
     pretrain_tasks: str = "reach-v3,push-v3,button-press-topdown-v3"  # tasks of the pretraining demos
-    episodes_per_task: int = 40  # expert demos per task
-    pretrain_steps: int = 1500  # optimizer steps of pretraining (debug preset)
-    finetune_steps: int = 1000  # optimizer steps of fine-tuning on `task`
+    episodes_per_task: int = 20  # expert demos per task
+    pretrain_steps: int = 600  # optimizer steps of pretraining (debug preset)
+    finetune_steps: int = 400  # optimizer steps of fine-tuning on `task`
     rl_episodes: int = 1  # RL episodes (collect -> update -> publish)
-    rl_rollouts: int = 8  # rollouts per RL episode, and for the final measurement
+    rl_rollouts: int = 6  # rollouts per RL episode, and for the final measurement
     name: str = "demo"  # run name prefix (resumes when re-run)
 
     def __post_init__(self):

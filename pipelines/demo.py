@@ -120,7 +120,7 @@ def _plot(summary: dict, path: Path) -> None:
     ax1.set_title(f"stage time (total {summary['total_seconds'] / 60:.1f} min)")
     b, a = summary["success_before"], summary["success_after"]
     ax2.bar([f"v{b['version']}\nfine-tuned", f"v{a['version']}\nafter RL"], [b["rate"], a["rate"]],
-            color=["tab:gray", "tab:green"])
+            color=["tab:gray", "tab:green" if a["rate"] >= b["rate"] else "tab:red"])
     ax2.set_ylim(0, 1)
     ax2.set_ylabel("success rate")
     ax2.set_title(f"{summary['task']}: simulated robots via the endpoint")

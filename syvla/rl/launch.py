@@ -64,25 +64,11 @@ class RLRunConfig:
 def resolve_policy(run: RLRunConfig, log=print) -> tuple[Path, int]:
     """(checkpoint dir, policy version) RL starts from: the best stage available, and says which."""
     from syvla.checkpoint import read_policy_version
-    from syvla.serving.launch import is_checkpoint, newest_checkpoint
+    from syvla.serving.launch import find_checkpoint
 
-    if run.checkpoint:
-        path = Path(run.checkpoint)
-        if not is_checkpoint(path):
-            raise FileNotFoundError(f"RLRunConfig.checkpoint {path} is not a policy checkpoint directory")
-    else:
-        root = Path(run.checkpoints_dir)
-        path = newest_checkpoint(root / "finetune") or newest_checkpoint(root / "pretrain")
-        if path is None:
-            from syvla.model.policy import make_debug_checkpoint
-
-            path = run.run_dir / "untrained-debug"
-            if not is_checkpoint(path):
-                make_debug_checkpoint(path, seed=0)
-            log(f"[rl] WARNING: no checkpoint under {root}/finetune or {root}/pretrain: RL starts from an "
-                f"UNTRAINED debug checkpoint ({path}); expect success near 0")
-        else:
-            log(f"[rl] improving {path}")
+    root = Path(run.checkpoints_dir)
+    path = find_checkpoint(run.checkpoint, [root / "finetune", root / "pretrain"], run.run_dir / "untrained-debug",
+                           field="RLRunConfig.checkpoint", who="rl", log=log)
     return path.resolve(), read_policy_version(path)
 
 

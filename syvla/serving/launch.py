@@ -66,25 +66,35 @@ def newest_checkpoint(root: str | os.PathLike) -> Path | None:
     return max(found, key=lambda p: (p / K.CKPT_POLICY_VERSION).stat().st_mtime, default=None)
 
 
+def find_checkpoint(explicit: str, roots: list[Path], fallback: Path, *, field: str, who: str, log=print) -> Path:
+    """`explicit` (which must be a checkpoint), else the newest under the first of `roots` that has one,
+    else an untrained debug checkpoint at `fallback` (written once), with a loud warning."""
+    if explicit:
+        path = Path(explicit)
+        if not is_checkpoint(path):
+            raise FileNotFoundError(f"{field} {path} is not a policy checkpoint directory")
+        return path
+    for root in roots:
+        path = newest_checkpoint(root)
+        if path is not None:
+            log(f"[{who}] newest checkpoint under {root}/: {path}")
+            return path
+    if not is_checkpoint(fallback):
+        from syvla.model.policy import make_debug_checkpoint
+
+        make_debug_checkpoint(fallback, seed=0)
+    log(f"[{who}] WARNING: no checkpoint under {', '.join(f'{r}/' for r in roots)}: using an UNTRAINED debug "
+        f"checkpoint at {fallback} (its actions are noise; expect success near 0)")
+    return fallback
+
+
 def resolve_checkpoint(cfg: ServeRunConfig, log=print) -> tuple[Path, int]:
     """(checkpoint dir, version) to serve; creates a debug checkpoint when there is none, and says so."""
     from syvla.checkpoint import read_policy_version
 
-    if cfg.checkpoint:
-        path = Path(cfg.checkpoint)
-        if not is_checkpoint(path):
-            raise FileNotFoundError(f"ServeRunConfig.checkpoint {path} is not a checkpoint directory")
-    else:
-        path = newest_checkpoint(cfg.checkpoints_dir)
-        if path is None:
-            from syvla.model.policy import make_debug_checkpoint
-
-            path = Path(cfg.checkpoints_dir) / DEBUG_CHECKPOINT
-            log(f"[serve] no checkpoint under {cfg.checkpoints_dir}/: creating an UNTRAINED debug checkpoint at "
-                f"{path} (untrained: its actions are noise)")
-            make_debug_checkpoint(path, seed=0)
-        else:
-            log(f"[serve] newest checkpoint under {cfg.checkpoints_dir}/: {path}")
+    root = Path(cfg.checkpoints_dir)
+    path = find_checkpoint(cfg.checkpoint, [root], root / DEBUG_CHECKPOINT, field="ServeRunConfig.checkpoint",
+                           who="serve", log=log)
     version = read_policy_version(path) if cfg.version < 0 else cfg.version
     return path.resolve(), version
 

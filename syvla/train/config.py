@@ -56,11 +56,11 @@ class OptimConfig:
 class DataConfig:
     """Where the training frames come from and how the stream mixes them."""
 
-    path: str = _field("data/prepared/metaworld", "prepared robot dataset (cleaned shards + norm_stats.json)")
+    path: str = _field("data/prepared/metaworld", "prepared data root (prepare_data output: one shard folder per "
+                       "dataset, norm_stats.json, manifest.json); VQA datasets prepared there are the multimodal share")
     tasks: tuple[str, ...] = _field((), "keep only these tasks (Meta-World names like reach-v3, or instruction text); () = all")
-    vqa_path: str = _field("", "LLaVA-style multimodal JSON mixed into the stream; '' = robot data only")
-    multimodal_ratio: float = _field(0.35, "share of multimodal samples per batch when vqa_path is set (App. A: 35% / 30%)")
-    shuffle_seed: int = _field(0, "seed of the stream's shuffling (epoch e uses shuffle_seed + e)")
+    multimodal_ratio: float = _field(0.35, "share of VQA samples in the stream (App. A: 35% pretraining / 30% fine-tuning)")
+    shuffle_seed: int = _field(0, "seed of the stream's mixing and shuffling (every epoch repeats the same order)")
     prefetch_batches: int = _field(2, "batches Ray Data prepares ahead of the train step")
 
     def __post_init__(self):
@@ -107,6 +107,8 @@ class TrainConfig:
     keep_checkpoints: int = _field(3, "checkpoints Ray Train keeps (the newest)")
     log_every: int = _field(50, "console / TensorBoard logging period in steps")
     decoupling: bool = _field(True, "Intention Decoupling (§3.2) in the training loss; off only for ablations")
+    train_on_padding: bool = _field(False, "also fit the chunk steps past an episode's end (the repeated last action, "
+                                           "masked by default): closed-loop policies then hold still after the goal")
     precision: str = _field("auto", "auto = bf16 on GPU, fp32 on CPU")
     zero_stage: int = _field(2, "DeepSpeed ZeRO stage (the paper: 2)")
     seed: int = _field(0, "model init and flow-noise seed")
@@ -180,7 +182,7 @@ def pretrain_debug() -> TrainConfig:
         optim=OptimConfig(peak_lr=1e-3, decay_lr=1e-4, warmup_steps=100, betas=(0.9, 0.999), eps=1e-8, clip_grad_norm=1.0),
         data=DataConfig(multimodal_ratio=0.0),  # the Meta-World demo set has no VQA data; see DataConfig
         scale=ScaleConfig(num_workers=2, use_gpu=False, cpus_per_worker=0.5, max_failures=2),
-        global_batch_size=32, max_steps=1000, checkpoint_every=250, log_every=25,
+        global_batch_size=32, max_steps=1000, checkpoint_every=250, log_every=25, train_on_padding=True,
     )
 
 
@@ -190,7 +192,7 @@ def finetune_debug() -> TrainConfig:
         optim=OptimConfig(peak_lr=3e-4, decay_lr=3e-5, warmup_steps=50, betas=(0.9, 0.995), eps=1e-8, clip_grad_norm=1.0),
         data=DataConfig(tasks=("reach-v3",), multimodal_ratio=0.0),
         scale=ScaleConfig(num_workers=2, use_gpu=False, cpus_per_worker=0.5, max_failures=2),
-        global_batch_size=32, max_steps=500, checkpoint_every=250, log_every=25,
+        global_batch_size=32, max_steps=1000, checkpoint_every=250, log_every=25, train_on_padding=True,
     )
 
 

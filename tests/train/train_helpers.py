@@ -31,3 +31,32 @@ def tiny_config(name: str, storage: str, max_steps: int, checkpoint_every: int, 
 
 def norm_stats(table: pa.Table):
     return norm_stats_exact(table)
+
+
+def vqa_rows(n: int) -> pa.Table:
+    """n synthetic VQA rows in the chunked layout (empty action chunks)."""
+    from syvla import constants as K
+    from syvla.data.synthetic import synthetic_vqa
+
+    schema = synthetic_table(episodes=1, frames=2).schema
+    rows = pa.concat_tables([synthetic_vqa(i) for i in range(n)])
+    rows = rows.append_column(K.ACTIONS, pa.array([[]] * n, schema.field(K.ACTIONS).type))
+    rows = rows.append_column(K.ACTION_MASK, pa.array([[]] * n, schema.field(K.ACTION_MASK).type))
+    return rows.cast(schema)
+
+
+def write_prepared(root, tables: dict) -> None:
+    """A prepare_data-shaped folder: <root>/<name>/part.parquet per table, manifest.json, norm_stats.json."""
+    import json
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    for name, table in tables.items():
+        (root / name).mkdir(parents=True)
+        pq.write_table(table, root / name / "part.parquet")
+    (root / "manifest.json").write_text(json.dumps({"chunk_len": CHUNK, "datasets": {
+        name: {"path": name, "frames": t.num_rows} for name, t in tables.items()}}))
+    robot = [t for t in tables.values() if "robot" in t.column("kind").to_pylist()]
+    norm_stats(pa.concat_tables(robot)).save(root / "norm_stats.json")

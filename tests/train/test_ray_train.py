@@ -1,12 +1,10 @@
 """Ray Train + DeepSpeed ZeRO-2 on CPU: 2 workers report checkpoints and survive a killed worker; a
 re-run of a crashed driver's run resumes it (1 worker: the driver is what fails there)."""
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest

@@ -9,7 +9,7 @@ from syvla.train.config import DataConfig
 
 from train_helpers import synthetic_table, vqa_rows, write_prepared
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_stream_mixes_vqa_at_the_ratio_and_filters_tasks(ray_local, tmp_path):

@@ -102,3 +102,14 @@ def test_task_filter_keeps_named_tasks_and_vqa():
     kept = filter_tasks_table(table, task_texts(["reach-v3"]))
     assert kept.column(K.TASK).to_pylist() == ["reach the red goal position"] * 3 + ["Describe the image."]
     assert task_texts(["pick up the block"]) == ["pick up the block"]
+
+
+def test_vqa_samples_get_image_placeholders_once():
+    sample = {K.KIND: K.KIND_VQA, K.IMAGES: {"image": object()},
+              K.CONVERSATION: [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A cup."}]}
+    fixed = loop.with_image_placeholders(sample)
+    assert fixed[K.CONVERSATION][0]["content"] == "<image>\nWhat is it?"
+    assert sample[K.CONVERSATION][0]["content"] == "What is it?"  # the input is not modified
+    assert loop.with_image_placeholders(fixed) == fixed  # placeholders present: unchanged
+    robot = {K.KIND: K.KIND_ROBOT, K.IMAGES: {"a": object()}, K.CONVERSATION: None}
+    assert loop.with_image_placeholders(robot) is robot

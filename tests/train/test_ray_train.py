@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from train_helpers import norm_stats, synthetic_table, tiny_config
+from train_helpers import norm_stats, synthetic_table, tiny_config, vqa_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HERE = Path(__file__).resolve().parent
@@ -22,11 +22,16 @@ def test_killed_worker_resumes_from_last_checkpoint(ray_local, tmp_path):
     from syvla.train import loop, ray_train
     from syvla.train.metrics import read_history
 
-    table = synthetic_table()
+    import numpy as np
+    import pyarrow as pa
+
+    robot = synthetic_table()
+    mixed = pa.concat_tables([robot, vqa_rows(20)])  # VQA rows: LM-only micro-batches happen on some ranks
+    mixed = mixed.take(np.random.default_rng(0).permutation(mixed.num_rows))
     cfg = tiny_config("killed", str(tmp_path / "runs"), max_steps=5, checkpoint_every=2)
     marker = tmp_path / "killed-once"
     fault = loop.FaultInjection(step=3, marker=str(marker), rank=1)  # SIGKILL rank 1 after step 3, once
-    result = ray_train.fit(cfg, {"train": ray.data.from_arrow(table)}, norm_stats(table), fault=fault)
+    result = ray_train.fit(cfg, {"train": ray.data.from_arrow(mixed)}, norm_stats(robot), fault=fault)
 
     assert result.error is None and marker.exists()
     assert result.metrics["step"] == 5 and result.metrics["resumed_from"] == 2
@@ -51,7 +56,7 @@ DRIVER = textwrap.dedent("""
     import syvla, ray
     from pathlib import Path
     from syvla.train import loop, ray_train
-    from train_helpers import norm_stats, synthetic_table, tiny_config
+    from train_helpers import norm_stats, synthetic_table, tiny_config, vqa_rows
 
     ray.init(address={address!r}, log_to_driver=False)
     cfg = tiny_config("crashed", {storage!r}, max_steps=6, checkpoint_every=2, workers=1)

@@ -60,6 +60,19 @@ def vqa_text(conversation: list[dict]) -> tuple[str, int]:
     return text, n_images
 
 
+def with_image_placeholders(sample: dict) -> dict:
+    """VQA samples whose conversation carries no "<image>" placeholder (the LLaVA reader strips them)
+    get one per image at the start of the first user turn, LLaVA's own convention."""
+    conv = sample.get(K.CONVERSATION)
+    n = len(sample.get(K.IMAGES) or {})
+    if sample.get(K.KIND) != K.KIND_VQA or not conv or not n or any("<image>" in t["content"] for t in conv):
+        return sample
+    first = next((i for i, t in enumerate(conv) if t["role"] == "user"), 0)
+    conv = [dict(t) for t in conv]
+    conv[first]["content"] = "<image>\n" * n + conv[first]["content"]
+    return {**sample, K.CONVERSATION: conv}
+
+
 def assistant_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
     """LM labels: tokens of assistant turns (content and closing <|im_end|>), IGNORE elsewhere.
 
@@ -130,6 +143,7 @@ def build_batch(samples: list[dict], processor, cfg: SyVLAConfig, norm_stats: No
     for i, s in enumerate(samples):
         kind = s.get(K.KIND, K.KIND_ROBOT)
         if kind == K.KIND_VQA:
+            s = with_image_placeholders(s)
             conv = s.get(K.CONVERSATION)
             if not conv:
                 raise ValueError(f"sample {i}: VQA sample needs a non-empty 'conversation'")

@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
+from syvla.model.processing import with_image_placeholders  # noqa: F401  (re-exported: the rule lives in the batch builder)
 from syvla.normalize import NormStats
 from syvla.train import schedule
 from syvla.train.config import TrainConfig
@@ -162,23 +163,7 @@ def default_to_sample(row: dict) -> dict:
     """A stream row -> a model sample dict (docs/architecture.md); the data package owns the format."""
     from syvla.data.chunking import row_to_sample
 
-    return with_image_placeholders(row_to_sample(row))
-
-
-def with_image_placeholders(sample: dict) -> dict:
-    """VQA samples whose conversation carries no "<image>" placeholder (the LLaVA reader strips them)
-    get one per image at the start of the first user turn, LLaVA's own convention: the batch
-    builder matches placeholders to images."""
-    from syvla import constants as K
-
-    conv = sample.get(K.CONVERSATION)
-    n = len(sample.get(K.IMAGES) or {})
-    if sample.get(K.KIND) != K.KIND_VQA or not conv or not n or any("<image>" in t["content"] for t in conv):
-        return sample
-    first = next((i for i, t in enumerate(conv) if t["role"] == "user"), 0)
-    conv = [dict(t) for t in conv]
-    conv[first]["content"] = "<image>\n" * n + conv[first]["content"]
-    return {**sample, K.CONVERSATION: conv}
+    return row_to_sample(row)
 
 
 def sample_batches(source: BatchSource, batch_size: int, state: TrainState, prefetch_batches: int = 2,

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from syvla.checkpoint import load_checkpoint
+    from syvla.model.checkpoint import load_checkpoint
     from syvla.model.policy import Policy
     from syvla.train.evaluate import EvalConfig, closed_loop, heldout_samples, open_loop_error
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from syvla.train.cli import add_dataclass_args, apply_overrides
+from syvla.cli import add_dataclass_args, apply_overrides
 
 
 def parse_configs(argv, description: str, *bases):

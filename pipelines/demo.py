@@ -22,7 +22,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
-from syvla.train.cli import add_dataclass_args, apply_overrides  # noqa: E402
+from syvla.cli import add_dataclass_args, apply_overrides  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the syvla package when run from anywhere
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
-from syvla.train.cli import add_dataclass_args, apply_overrides  # noqa: E402
+from syvla.cli import add_dataclass_args, apply_overrides  # noqa: E402
 from syvla.train.evaluate import EvalConfig, evaluate  # noqa: E402
 
 

@@ -36,7 +36,7 @@ def main(argv=None) -> int:
         raise SystemExit("finetune.py needs a finetune preset and --init_from (a pretraining policy checkpoint)")
     if not (Path(cfg.init_from) / "config.json").exists():
         raise SystemExit(f"--init_from {cfg.init_from} is not a policy checkpoint: run pipelines/pretrain.py first")
-    from syvla.checkpoint import read_config
+    from syvla.model.checkpoint import read_config
 
     chunk_len = read_config(cfg.init_from).expert.chunk_len
     pipeline.connect_ray()

@@ -30,7 +30,7 @@ import syvla  # noqa: E402,F401  (installs the torchvision shim first)
 from common import connect_ray  # noqa: E402
 from syvla.rl.config import RL_PRESETS, RLConfig, rl_preset  # noqa: E402
 from syvla.rl.launch import RLRunConfig  # noqa: E402
-from syvla.train.cli import add_dataclass_args, apply_overrides  # noqa: E402
+from syvla.cli import add_dataclass_args, apply_overrides  # noqa: E402
 
 APP_NAME = "syvla-rl"
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     cfg, run = parse(argv)
     from ray import serve
 
-    from syvla.checkpoint import read_config
+    from syvla.model.checkpoint import read_config
     from syvla.rl.actors import serve_publisher, start_workers, stop_workers
     from syvla.rl.controller import RLController
     from syvla.rl.launch import SimRobots, load_experts, resolve_policy

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from syvla import constants as K
-from syvla.checkpoint import load_checkpoint, save_checkpoint
+from syvla.model.checkpoint import load_checkpoint, save_checkpoint
 from syvla.model.config import SyVLAConfig, debug_config
 from syvla.model.processing import build_batch
 from syvla.normalize import DatasetStats, FeatureStats, NormStats

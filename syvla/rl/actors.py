@@ -53,7 +53,7 @@ class Retriever(SampleRetriever):
 @ray.remote
 class ValueLearner(ValueTrainer):
     def __init__(self, cfg: RLConfig, checkpoint: str, experts: ExpertSet):
-        from syvla.checkpoint import read_config
+        from syvla.model.checkpoint import read_config
         from syvla.normalize import NormStats
 
         super().__init__(cfg, read_config(checkpoint), NormStats.load(Path(checkpoint) / K.CKPT_NORM_STATS), experts)

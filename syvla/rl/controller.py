@@ -37,7 +37,7 @@ from syvla.rl.batch import merge_batch, rollout_advantages
 from syvla.rl.config import RLConfig
 from syvla.rl.metrics import episode_metrics, write_report
 from syvla.rl.rollouts import rollout_steps
-from syvla.train.cli import to_flat_dict
+from syvla.cli import to_flat_dict
 
 STATE_FILE = "state.json"
 VALUE_FILE = "value.safetensors"
@@ -219,7 +219,7 @@ def _jsonable(d: dict) -> dict:
 def local_workers(cfg: RLConfig, checkpoint: str | Path, replay_dir: str | Path, experts) -> RLWorkers:
     """The same components as `syvla.rl.actors.start_workers`, as plain objects in this process (1 learner)."""
     from syvla import constants as K
-    from syvla.checkpoint import read_config
+    from syvla.model.checkpoint import read_config
     from syvla.normalize import NormStats
     from syvla.rl.guidance import SampleRetriever, clip_encoder
     from syvla.rl.learner import LearnerGroup, PolicyLearner

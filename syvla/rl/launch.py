@@ -63,7 +63,7 @@ class RLRunConfig:
 
 def resolve_policy(run: RLRunConfig, log=print) -> tuple[Path, int]:
     """(checkpoint dir, policy version) RL starts from: the best stage available, and says which."""
-    from syvla.checkpoint import read_policy_version
+    from syvla.model.checkpoint import read_policy_version
     from syvla.serving.launch import find_checkpoint
 
     root = Path(run.checkpoints_dir)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from syvla.checkpoint import load_checkpoint, save_checkpoint
+from syvla.model.checkpoint import load_checkpoint, save_checkpoint
 from syvla.model.decoupling import decoupled_states
 from syvla.model.processing import Batch, build_batch
 from syvla.rl.batch import PolicyBatch

@@ -90,7 +90,7 @@ def find_checkpoint(explicit: str, roots: list[Path], fallback: Path, *, field: 
 
 def resolve_checkpoint(cfg: ServeRunConfig, log=print) -> tuple[Path, int]:
     """(checkpoint dir, version) to serve; creates a debug checkpoint when there is none, and says so."""
-    from syvla.checkpoint import read_policy_version
+    from syvla.model.checkpoint import read_policy_version
 
     root = Path(cfg.checkpoints_dir)
     path = find_checkpoint(cfg.checkpoint, [root], root / DEBUG_CHECKPOINT, field="ServeRunConfig.checkpoint",

@@ -7,7 +7,7 @@ Presets (`preset(name)`):
                      AdamW (0.9, 0.995), eps 1e-8, clip 1.0, 30% multimodal, 8 GPUs
     pretrain-debug   a few-minute CPU run on Meta-World demos with 2 workers
     finetune-debug   the matching fine-tune on one task's demos
-Every field can be overridden from the command line (`syvla.train.cli`), e.g.
+Every field can be overridden from the command line (`syvla.cli`), e.g.
 `--optim.peak_lr 3e-4 --model.expert.width 96 --scale.num_workers 1`.
 """
 

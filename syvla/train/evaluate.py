@@ -133,7 +133,7 @@ def evaluate(cfg: EvalConfig, log=print) -> dict:
     if cfg.episodes:
         out["closed_loop"] = closed_loop(policy, cfg, log)
     if cfg.heldout_episodes:
-        from syvla.checkpoint import load_checkpoint
+        from syvla.model.checkpoint import load_checkpoint
 
         model, stats, _ = load_checkpoint(cfg.checkpoint)
         out["open_loop"] = {}

@@ -6,7 +6,7 @@ one process (world size 1) or under any launcher that sets up torch.distributed.
 
 Training checkpoint directory (one per report; every rank writes its own files
 into it, Ray Train merges them):
-    policy/              the foundation checkpoint format (syvla.checkpoint): Policy.load() reads it
+    policy/              the foundation checkpoint format (syvla.model.checkpoint): Policy.load() reads it
     deepspeed/state/     DeepSpeed engine state: module, ZeRO-2 optimizer shards (one per rank)
     train_state/rank_<r>.json   step, samples seen, data position (epoch, micro-batches into it)
 The learning rate is a pure function of the step (schedule.py), so it needs no state.
@@ -74,7 +74,7 @@ def build_model(cfg: TrainConfig, data_stats: NormStats):
     statistics; datasets it has no statistics for take the data's. Otherwise a fresh
     model from `cfg.model`, seeded with `cfg.seed` (DeepSpeed broadcasts rank 0's weights).
     """
-    from syvla.checkpoint import load_checkpoint
+    from syvla.model.checkpoint import load_checkpoint
     from syvla.model.syvla import SyVLA
 
     if cfg.init_from:
@@ -213,7 +213,7 @@ def _cast_floats(batch, dtype: torch.dtype):
 def save_training_checkpoint(directory: str | Path, engine, norm_stats: NormStats, state: TrainState,
                              cfg: TrainConfig, rank: int) -> Path:
     """Write this rank's part of a training checkpoint (collective: every rank calls it)."""
-    from syvla.checkpoint import save_checkpoint
+    from syvla.model.checkpoint import save_checkpoint
 
     directory = Path(directory)
     engine.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)

@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from syvla.train.cli import add_dataclass_args, apply_overrides
+from syvla.cli import add_dataclass_args, apply_overrides
 from syvla.train.config import PRESETS, TrainConfig, preset
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from syvla import constants as K
-from syvla.checkpoint import load_checkpoint, save_checkpoint
+from syvla.model.checkpoint import load_checkpoint, save_checkpoint
 from syvla.model.policy import ObservationError, Policy, make_debug_checkpoint
 
 from model_testlib import robot_sample

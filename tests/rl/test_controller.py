@@ -9,7 +9,7 @@ import pytest
 from rl_testlib import write_episode
 
 from syvla import constants as K
-from syvla.checkpoint import read_config, read_policy_version
+from syvla.model.checkpoint import read_config, read_policy_version
 from syvla.normalize import NormStats
 from syvla.rl.advantages import AdvantageConfig
 from syvla.rl.config import debug_rl_config

@@ -5,7 +5,7 @@ import pytest
 import torch
 from rl_testlib import model_samples, policy_batch
 
-from syvla.checkpoint import read_policy_version
+from syvla.model.checkpoint import read_policy_version
 from syvla.rl.config import debug_rl_config
 from syvla.rl.fpo import FPOConfig
 from syvla.rl.learner import LearnerGroup, PolicyLearner

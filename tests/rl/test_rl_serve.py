@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from syvla.checkpoint import read_config
+from syvla.model.checkpoint import read_config
 from syvla.rl.config import debug_rl_config
 from syvla.rl.fpo import FPOConfig
 from syvla.rl.retrieval import RetrievalConfig

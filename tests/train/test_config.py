@@ -2,7 +2,7 @@ import argparse
 
 import pytest
 
-from syvla.train.cli import add_dataclass_args, apply_overrides, to_flat_dict
+from syvla.cli import add_dataclass_args, apply_overrides, to_flat_dict
 from syvla.train.config import PRESETS, TrainConfig, preset
 
 

@@ -37,7 +37,7 @@ from syvla import constants as K
 from syvla.data import cleaning as C
 from syvla.data.chunking import PREPARED_SCHEMA, chunk_actions
 from syvla.data.readers import read_dataset
-from syvla.normalize import DatasetStats, FeatureStats, NormStats
+from syvla.normalize import NORM_STATS_FILE, DatasetStats, FeatureStats, NormStats
 
 NAME = "bench"
 
@@ -116,7 +116,7 @@ def pandas_prepare(path: Path, out: Path, ccfg: C.CleaningConfig, chunk_len: int
     stats = NormStats({NAME: DatasetStats(FeatureStats.from_array(state), FeatureStats.from_array(action))})
     (out / NAME).mkdir(parents=True, exist_ok=True)
     df[list(PREPARED_SCHEMA.names)].to_parquet(out / NAME / "part-0.parquet", schema=PREPARED_SCHEMA, index=False)
-    stats.save(out / K.CKPT_NORM_STATS)
+    stats.save(out / NORM_STATS_FILE)
     return report.total("frames_in"), report.total("frames_out"), stats
 
 

@@ -45,10 +45,12 @@ def observation(image_size: int, seed: int = 0) -> dict:
 
 
 def deploy(ckpt: Path, replay: Path, batch: int, num_cpus: float) -> str:
+    from syvla.serving.config import DeploymentConfig
     from syvla.serving.launch import ServeRunConfig, serve_config, serve_policy
 
-    run = ServeRunConfig(num_replicas=1, num_cpus=num_cpus, port=free_port(), max_batch_size=batch,
-                         max_ongoing_requests=64, max_queued_requests=256, replay_dir=str(replay), app_name=APP)
+    replicas = DeploymentConfig(num_replicas=1, num_cpus=num_cpus, max_ongoing_requests=64, max_queued_requests=256)
+    run = ServeRunConfig(deployment=replicas, port=free_port(), max_batch_size=batch, replay_dir=str(replay),
+                         app_name=APP)
     return serve_policy(run, serve_config(run, ckpt, 0))
 
 

@@ -1,34 +1,35 @@
-"""What every pipeline shares: flags generated from frozen dataclasses, and joining Ray.
+"""What every pipeline shares: joining Ray, the one way (flags come from `syvla.cli.parse_configs`).
 
 Pipelines put their own folder on sys.path and `import common`.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 
-from syvla.cli import add_dataclass_args, apply_overrides
+from syvla.cli import field
 
 
-def parse_configs(argv, description: str, *bases):
-    """One --flag per field of each base config (nested ones as --a.b); returns the overridden configs.
+@dataclasses.dataclass(frozen=True)
+class RayConfig:
+    """Which Ray cluster a pipeline joins (`--address`, `--num_cpus`)."""
 
-    Bad values end the program with an argparse error naming the field.
-    """
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for base in bases:
-        add_dataclass_args(parser, type(base), defaults=base)
-    args = parser.parse_args(argv)
-    try:
-        out = tuple(apply_overrides(base, args) for base in bases)
-    except (ValueError, KeyError) as e:
-        parser.error(str(e))
-    return out if len(out) > 1 else out[0]
+    address: str = field("", "Ray cluster to join (e.g. 10.0.0.1:6379); '' = $RAY_ADDRESS (set by `ray job submit`) "
+                             "when set, else a new local instance")
+    num_cpus: int = field(0, "CPUs of a new local instance; 0 = all of this machine's")
+
+    def __post_init__(self):
+        if self.num_cpus < 0:
+            raise ValueError(f"RayConfig.num_cpus must be >= 0, got {self.num_cpus}")
 
 
 def connect_ray(address: str = "", num_cpus: int | None = None):
-    """Join `address` or $RAY_ADDRESS (set by `ray job submit`), else start a new local instance."""
+    """Join `address` or $RAY_ADDRESS (set by `ray job submit`), else start a new local instance.
+
+    The only place that reads $RAY_ADDRESS and calls `ray.init` for a pipeline; a second call in the same
+    process (pipelines/demo.py runs the others in-process) keeps the connection it has.
+    """
     import ray
 
     if not ray.is_initialized():

@@ -10,9 +10,7 @@ runs/demo/. Re-running reuses the collected data and resumes finished runs.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,19 +20,23 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
-from syvla.cli import add_dataclass_args, apply_overrides  # noqa: E402
+from common import RayConfig, connect_ray  # noqa: E402
+from syvla.cli import field, parse_configs  # noqa: E402
+
+SUMMARY_FILE, SUMMARY_PLOT = "summary.json", "summary.png"  # in runs/<name>/
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
-    task: str = "reach-v3"  # Meta-World task fine-tuned, served and improved with RL
-    pretrain_tasks: str = "reach-v3,push-v3,button-press-topdown-v3"  # tasks of the pretraining demos
-    episodes_per_task: int = 20  # expert demos per task
-    pretrain_steps: int = 600  # optimizer steps of pretraining (debug preset)
-    finetune_steps: int = 400  # optimizer steps of fine-tuning on `task`
-    rl_episodes: int = 1  # RL episodes (collect -> update -> publish)
-    rl_rollouts: int = 6  # rollouts per RL episode, and for the final measurement
-    name: str = "demo"  # run name prefix (resumes when re-run)
+    task: str = field("reach-v3", "Meta-World task fine-tuned, served and improved with RL")
+    pretrain_tasks: str = field("reach-v3,push-v3,button-press-topdown-v3", "comma-separated tasks of the "
+                                "pretraining demos")
+    episodes_per_task: int = field(20, "expert demos per task")
+    pretrain_steps: int = field(600, "optimizer steps of pretraining (debug preset)")
+    finetune_steps: int = field(400, "optimizer steps of fine-tuning on `task`")
+    rl_episodes: int = field(1, "RL episodes (collect -> update -> publish)")
+    rl_rollouts: int = field(6, "rollouts per RL episode, and for the final measurement")
+    name: str = field("demo", "run name prefix (resumes when re-run)")
 
     def __post_init__(self):
         for f in ("episodes_per_task", "pretrain_steps", "finetune_steps", "rl_episodes", "rl_rollouts"):
@@ -45,21 +47,18 @@ class DemoConfig:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, DemoConfig)
-    try:
-        cfg = apply_overrides(DemoConfig(), vars(parser.parse_args(argv)))
-    except ValueError as e:
-        parser.error(str(e))
+    cfg, ray_cfg = parse_configs(argv, __doc__, DemoConfig(), RayConfig())
     import collect_sim
     import finetune
     import prepare_data
     import pretrain
     import rl
 
-    from syvla.train import pipeline
+    from syvla.rl.controller import RunState
+    from syvla.rl.launch import RLRunConfig
+    from syvla.runstate import write_json
 
-    pipeline.connect_ray()
+    connect_ray(ray_cfg.address, ray_cfg.num_cpus)  # every stage below joins this instance
     out = Path("runs") / cfg.name
     out.mkdir(parents=True, exist_ok=True)
     pre_name, ft_name = f"{cfg.name}-pretrain", f"{cfg.name}-finetune"
@@ -88,21 +87,21 @@ def main(argv=None) -> int:
             print(f"[demo] stage {label!r} failed with exit code {rc}", file=sys.stderr)
             return rc
 
-    state = json.loads((Path("runs/rl") / cfg.name / "state.json").read_text())
-    before, after = state["metrics"][0], state["final"]
+    state = RunState.load(RLRunConfig(name=cfg.name).run_dir)
+    before, after = state.metrics[0], state.final
     summary = {"task": cfg.task, "stage_seconds": timings, "total_seconds": sum(timings.values()),
                "success_before": {"version": before["version"], "rate": before["success_rate"]},
                "success_after": {"version": after["version"], "rate": after["success_rate"]},
-               "rl_metrics": state["metrics"]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    _plot(summary, out / "summary.png")
+               "rl_metrics": state.metrics}
+    write_json(out / SUMMARY_FILE, summary)
+    _plot(summary, out / SUMMARY_PLOT)
     print("\n===== summary =====")
     for label, sec in timings.items():
         print(f"  {label:<22} {sec:7.0f} s")
     print(f"  {'total':<22} {summary['total_seconds']:7.0f} s")
     print(f"  {cfg.task}: success {before['success_rate']:.0%} with v{before['version']} (fine-tuned) -> "
           f"{after['success_rate']:.0%} with v{after['version']} (after {cfg.rl_episodes} RL episode(s))")
-    print(f"  summary: {out / 'summary.png'}, {out / 'summary.json'}")
+    print(f"  summary: {out / SUMMARY_PLOT}, {out / SUMMARY_FILE}")
     return 0
 
 

@@ -8,49 +8,55 @@
 
 The model (and its normalization statistics) come from --init_from; the stream keeps only the
 rows of the run's task(s). Each run's final policy is copied to checkpoints/finetune/<run name>/.
-Re-running the same command resumes each run from its newest checkpoint.
+Re-running the same command resumes each run from its newest checkpoint. --address picks the
+Ray cluster ("" = $RAY_ADDRESS, else a new local instance).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (collect_sim)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (common, collect_sim)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the syvla package when run from anywhere
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
+from common import RayConfig, connect_ray  # noqa: E402
+from syvla.cli import field, parse_configs  # noqa: E402
 from syvla.train import pipeline  # noqa: E402
+from syvla.train.config import PRESETS  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneRunConfig:
+    per_task: bool = field(True, "one fine-tuning run per task of --data.tasks (named <name>-<task>)")
+    out_dir: str = field("checkpoints/finetune", "final policies go to OUT_DIR/<run name>")
 
 
 def main(argv=None) -> int:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--per_task", type=lambda s: s.lower() in ("1", "true", "yes"), default=True,
-                     help="one fine-tuning run per task of --data.tasks (default true)")
-    pre.add_argument("--out_dir", default="checkpoints/finetune", help="final policies go to OUT_DIR/<run name>")
-    known, rest = pre.parse_known_args(argv)
-    cfg, demos = pipeline.parse(rest, "finetune-debug", __doc__)
+    cfg, run_cfg, ray_cfg, demos = parse_configs(argv, __doc__, FinetuneRunConfig(), RayConfig(),
+                                                 ("demos", pipeline.DemoConfig()), presets=PRESETS,
+                                                 preset="finetune-debug")
     if cfg.stage != "finetune" or not cfg.init_from:
         raise SystemExit("finetune.py needs a finetune preset and --init_from (a pretraining policy checkpoint)")
-    if not (Path(cfg.init_from) / "config.json").exists():
-        raise SystemExit(f"--init_from {cfg.init_from} is not a policy checkpoint: run pipelines/pretrain.py first")
-    from syvla.model.checkpoint import read_config
+    from syvla.model.checkpoint import is_checkpoint_dir, read_config
 
+    if not is_checkpoint_dir(cfg.init_from):
+        raise SystemExit(f"--init_from {cfg.init_from} is not a policy checkpoint: run pipelines/pretrain.py first")
     chunk_len = read_config(cfg.init_from).expert.chunk_len
-    pipeline.connect_ray()
+    connect_ray(ray_cfg.address, ray_cfg.num_cpus)
     if demos.collect:
         import collect_sim
 
         pipeline.ensure_demos(demos, collect_sim.main)
         pipeline.ensure_prepared(demos, cfg.data.path, chunk_len)
-    groups = [(t,) for t in cfg.data.tasks] if known.per_task and cfg.data.tasks else [cfg.data.tasks]
+    groups = [(t,) for t in cfg.data.tasks] if run_cfg.per_task and cfg.data.tasks else [cfg.data.tasks]
     for tasks in groups:
-        run = dataclasses.replace(cfg, name=f"{cfg.name}-{tasks[0]}" if known.per_task and tasks else cfg.name,
+        run = dataclasses.replace(cfg, name=f"{cfg.name}-{tasks[0]}" if run_cfg.per_task and tasks else cfg.name,
                                   data=dataclasses.replace(cfg.data, tasks=tasks))
         result, policy_dir, seconds = pipeline.train(run)
-        dest = pipeline.export_policy(policy_dir, Path(known.out_dir) / run.name)
+        dest = pipeline.export_policy(policy_dir, Path(run_cfg.out_dir) / run.name)
         m = result.metrics or {}
         print(f"[finetune] {run.name} on {list(tasks) or 'all tasks'}: step {m.get('step')} in {seconds:.0f} s, "
               f"action loss {m.get('action_loss', float('nan')):.4f}, {m.get('samples_per_s', float('nan')):.1f} "

@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (common)
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
-from common import connect_ray, parse_configs  # noqa: E402
+from common import connect_ray  # noqa: E402
+from syvla.cli import parse_configs  # noqa: E402
 from syvla.data.ray_stages import PrepareConfig  # noqa: E402
 
 

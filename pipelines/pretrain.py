@@ -7,39 +7,47 @@
     cluster/local_job.sh pipelines/pretrain.py          # the same against a local `ray start --head`
 
 Every TrainConfig field is a flag (--optim.peak_lr, --model.expert.width, ...); the demo
-set is --demos.* (tasks, episodes_per_task, image_size, raw, collect). Re-running the same
+set is --demos.* (tasks, episodes_per_task, image_size, raw, collect); --address picks the
+Ray cluster ("" = $RAY_ADDRESS, else a new local instance). Re-running the same
 command (same --name and --storage_path) resumes the run from its newest checkpoint.
 The final policy is copied to checkpoints/pretrain/<name>/ (or --out).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (collect_sim)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (common, collect_sim)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the syvla package when run from anywhere
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
+from common import RayConfig, connect_ray  # noqa: E402
+from syvla.cli import field, parse_configs  # noqa: E402
 from syvla.train import pipeline  # noqa: E402
+from syvla.train.config import PRESETS  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    out: str = field("", "where to copy the final policy; '' = checkpoints/pretrain/<name>")
 
 
 def main(argv=None) -> int:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--out", default="", help="where to copy the final policy (default checkpoints/pretrain/<name>)")
-    known, rest = pre.parse_known_args(argv)
-    cfg, demos = pipeline.parse(rest, "pretrain-debug", __doc__)
+    cfg, export, ray_cfg, demos = parse_configs(argv, __doc__, ExportConfig(), RayConfig(),
+                                                ("demos", pipeline.DemoConfig()), presets=PRESETS,
+                                                preset="pretrain-debug")
     if cfg.stage != "pretrain":
         raise SystemExit(f"pretrain.py runs stage 'pretrain', the preset has {cfg.stage!r}")
-    pipeline.connect_ray()
+    connect_ray(ray_cfg.address, ray_cfg.num_cpus)
     if demos.collect:
         import collect_sim
 
         pipeline.ensure_demos(demos, collect_sim.main)
         pipeline.ensure_prepared(demos, cfg.data.path, cfg.model.expert.chunk_len)
     result, policy_dir, seconds = pipeline.train(cfg)
-    dest = pipeline.export_policy(policy_dir, known.out or Path("checkpoints") / "pretrain" / cfg.name)
+    dest = pipeline.export_policy(policy_dir, export.out or Path("checkpoints") / "pretrain" / cfg.name)
     m = result.metrics or {}
     print(f"[pretrain] {cfg.name}: step {m.get('step')} in {seconds:.0f} s, action loss {m.get('action_loss', float('nan')):.4f}, "
           f"{m.get('samples_per_s', float('nan')):.1f} samples/s; policy -> {dest}", flush=True)

@@ -11,14 +11,14 @@
 Starts Serve from the newest fine-tuned checkpoint (checkpoints/finetune, then checkpoints/pretrain, else an
 untrained debug one, with a warning), simulated robots that drive the endpoint and post rewards, and the RL
 actors; then runs the controller (syvla.rl.controller). Every RLConfig field is a flag (--update_steps,
---fpo.clip_eps, ...) and every RLRunConfig field one under --run. (--run.tasks, --run.robots, ...).
+--fpo.clip_eps, ...), every RLRunConfig field one under --run. (--run.tasks, --run.robots, ...), and
+--address picks the Ray cluster ("" = $RAY_ADDRESS, else a new local instance).
 Outputs in runs/rl/<name>/: state.json (re-running the same command resumes), metrics.json,
 success_rate.png, policies/v<N>/ (the published checkpoints), replay/.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -27,54 +27,42 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (c
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the syvla package when run from anywhere
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
-from common import connect_ray  # noqa: E402
-from syvla.rl.config import RL_PRESETS, RLConfig, rl_preset  # noqa: E402
+from common import RayConfig, connect_ray  # noqa: E402
+from syvla.cli import parse_configs  # noqa: E402
+from syvla.rl.config import RL_PRESETS, RLConfig  # noqa: E402
 from syvla.rl.launch import RLRunConfig  # noqa: E402
-from syvla.cli import add_dataclass_args, apply_overrides  # noqa: E402
 
 APP_NAME = "syvla-rl"
 
 
-def parse(argv=None) -> tuple[RLConfig, RLRunConfig]:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default="debug", choices=sorted(RL_PRESETS))
-    known, _ = pre.parse_known_args(argv)
-    parser = argparse.ArgumentParser(description=__doc__, parents=[pre],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, RLConfig)
-    add_dataclass_args(parser, RLRunConfig, prefix="run.")
-    args = vars(parser.parse_args(argv))
-    args.pop("preset")
-    run_args = {k[len("run."):]: v for k, v in args.items() if k.startswith("run.")}
-    try:
-        cfg = apply_overrides(rl_preset(known.preset), {k: v for k, v in args.items() if not k.startswith("run.")})
-        return cfg, apply_overrides(RLRunConfig(), run_args)
-    except (ValueError, KeyError) as e:
-        parser.error(str(e))
+def parse(argv=None) -> tuple[RLConfig, RLRunConfig, RayConfig]:
+    return parse_configs(argv, __doc__, ("run", RLRunConfig()), RayConfig(), presets=RL_PRESETS, preset="debug")
 
 
 def main(argv=None) -> int:
-    cfg, run = parse(argv)
+    cfg, run, ray_cfg = parse(argv)
     from ray import serve
 
     from syvla.model.checkpoint import read_config
     from syvla.rl.actors import serve_publisher, start_workers, stop_workers
     from syvla.rl.controller import RLController
     from syvla.rl.launch import SimRobots, load_experts, resolve_policy
+    from syvla.rl.metrics import METRICS_FILE
+    from syvla.serving.config import DeploymentConfig
     from syvla.serving.launch import ServeRunConfig, serve_config, serve_policy
 
     ckpt, version = resolve_policy(run)
     policy_cfg = read_config(ckpt)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     experts = load_experts(run, policy_cfg.expert.chunk_len, cfg.max_expert_episodes)
-    connect_ray(run.address)
+    connect_ray(ray_cfg.address, ray_cfg.num_cpus)
     serving = ServeRunConfig(checkpoint=str(ckpt), version=version, app_name=APP_NAME, port=run.port,
-                             num_replicas=run.replicas, num_cpus=run.replica_cpus, device=cfg.device,
-                             replay_dir=str(run.run_dir / "replay"), blocking=False)
+                             deployment=DeploymentConfig(num_replicas=run.replicas, num_cpus=run.replica_cpus),
+                             device=cfg.device, replay_dir=str(run.replay_dir), blocking=False)
     url = serve_policy(serving, serve_config(serving, ckpt, version))
     print(f"[rl] {cfg.ablation}: serving v{version} at {url} on {run.replicas} replica(s); "
           f"{len(experts)} expert frames of {experts.num_episodes} demos; run dir {run.run_dir}", flush=True)
-    workers = start_workers(cfg, ckpt, run.run_dir / "replay", experts)
+    workers = start_workers(cfg, ckpt, run.replay_dir, experts)
     robots = SimRobots(run, url) if run.robots else None
     try:
         state = RLController(cfg, workers, run.run_dir, ckpt, version, policy_cfg, publish=serve_publisher(APP_NAME),
@@ -87,7 +75,7 @@ def main(argv=None) -> int:
     rates = {f"v{m['version']}": round(m["success_rate"], 3) for m in state.metrics}
     if state.final:
         rates[f"v{state.final['version']}"] = round(state.final["success_rate"], 3)
-    print(f"[rl] success rate by policy version: {json.dumps(rates)}; metrics: {run.run_dir / 'metrics.json'}",
+    print(f"[rl] success rate by policy version: {json.dumps(rates)}; metrics: {run.run_dir / METRICS_FILE}",
           flush=True)
     return 0
 

@@ -1,11 +1,12 @@
 """Serve a SyVLA policy to robots over HTTP (Ray Serve): the robot API of docs/serving.md.
 
     python pipelines/serve.py                        # newest checkpoint under checkpoints/ (or a new debug one)
-    python pipelines/serve.py --checkpoint checkpoints/ft --num_replicas 2 --port 8000
-    ray job submit -- python pipelines/serve.py --device cuda --num_gpus 1 --blocking false
+    python pipelines/serve.py --checkpoint checkpoints/ft --deployment.num_replicas 2 --port 8000
+    ray job submit -- python pipelines/serve.py --device cuda --deployment.num_gpus 1 --blocking false
     serve run cluster/serve_config.yaml              # the same app from a config file
 
-Every field of syvla.serving.launch.ServeRunConfig is a flag. Robots use
+Every field of syvla.serving.launch.ServeRunConfig is a flag (its Serve deployment options under
+--deployment.*); --address picks the Ray cluster ("" = $RAY_ADDRESS, else a new local instance). Robots use
 syvla.client.PolicyClient; the RL controller updates weights with
 syvla.serving.deployment.publish_weights(app_name, ckpt_dir, version).
 """
@@ -19,19 +20,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (common)
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
-from common import connect_ray, parse_configs  # noqa: E402
+from common import RayConfig, connect_ray  # noqa: E402
+from syvla.cli import parse_configs  # noqa: E402
 from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config, serve_policy  # noqa: E402
 
 
-def parse_config(argv=None) -> ServeRunConfig:
-    return parse_configs(argv, __doc__, ServeRunConfig())
+def parse_config(argv=None) -> tuple[ServeRunConfig, RayConfig]:
+    return parse_configs(argv, __doc__, ServeRunConfig(), RayConfig())
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(argv)
+    cfg, ray_cfg = parse_config(argv)
     checkpoint, version = resolve_checkpoint(cfg)
     server = serve_config(cfg, checkpoint, version)
-    connect_ray(cfg.address)
+    connect_ray(ray_cfg.address, ray_cfg.num_cpus)
     from ray import serve
 
     url = serve_policy(cfg, server)

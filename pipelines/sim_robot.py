@@ -54,9 +54,10 @@ def start_local_server(port: int) -> str:
     """No --url: a local Ray + Serve with the newest (or a new debug) checkpoint, as pipelines/serve.py does."""
     from common import connect_ray
 
+    from syvla.serving.config import DeploymentConfig
     from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config, serve_policy
 
-    run = ServeRunConfig(num_replicas=1, port=port, blocking=False)
+    run = ServeRunConfig(deployment=DeploymentConfig(num_replicas=1), port=port, blocking=False)
     ckpt, version = resolve_checkpoint(run)
     connect_ray()
     return serve_policy(run, serve_config(run, ckpt, version))

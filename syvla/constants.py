@@ -31,14 +31,5 @@ FRAME_COLUMNS = (
 ACTIONS = "actions"  # list<list<float32>>: [chunk_len, action_dim], padded past episode end
 ACTION_MASK = "action_mask"  # list<bool>: [chunk_len], False on padding
 
-# ---- Checkpoint directory layout ------------------------------------------
-CKPT_CONFIG = "config.json"
-CKPT_WEIGHTS = "model.safetensors"
-CKPT_NORM_STATS = "norm_stats.json"
-CKPT_PROCESSOR_DIR = "processor"
-CKPT_VLM_CONFIG = "vlm_config.json"
-CKPT_POLICY_VERSION = "policy_version"
-CKPT_FORMAT_VERSION = 1
-
 # ---- Normalization statistics keys ----------------------------------------
 STAT_MEAN, STAT_STD, STAT_Q01, STAT_Q99, STAT_COUNT = "mean", "std", "q01", "q99", "count"

@@ -12,6 +12,8 @@ import numpy as np
 
 from syvla import constants as K
 
+NORM_STATS_FILE = "norm_stats.json"  # the name of a saved NormStats in a checkpoint and in a prepared data folder
+
 _FIELDS = (K.STAT_MEAN, K.STAT_STD, K.STAT_Q01, K.STAT_Q99)
 _EPS = 1e-6
 

@@ -48,7 +48,7 @@ from syvla.data.cleaning import (SUMMARY_SCHEMA, CleaningConfig, CleaningReport,
 from syvla.data.columns import combine, episode_bounds, list_column, vectors
 from syvla.data.mixture import MIXTURE_PASS, MIXTURE_SOURCE, plan_mixture
 from syvla.data.stats import STATS_COLUMNS, merge_partial_stats, partial_stats, robot_counts, sample_fractions
-from syvla.normalize import NormStats
+from syvla.normalize import NORM_STATS_FILE, NormStats
 
 REPORT_FILE = "cleaning_report.json"
 MANIFEST_FILE = "manifest.json"
@@ -388,11 +388,11 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
     robot = sorted(n for n, frames in robot_frames.items() if frames)
     # Datasets without robot frames (VQA) have nothing to normalize and get no entry.
     norm_stats = merge_partial_stats(stats_parts, robot) if robot else NormStats({})
-    norm_stats.save(out / K.CKPT_NORM_STATS)
+    norm_stats.save(out / NORM_STATS_FILE)
     report.save(out / REPORT_FILE)
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
     _log(f"done in {time.time() - t0:.1f} s: {report.total('frames_out')}/{report.total('frames_in')} frames kept; "
-         f"statistics for {norm_stats.names()} in {out / K.CKPT_NORM_STATS}")
+         f"statistics for {norm_stats.names()} in {out / NORM_STATS_FILE}")
     return PrepareResult(report, norm_stats, out, report.total("frames_in"), report.total("frames_out"), time.time() - t0)
 
 

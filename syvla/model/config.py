@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from syvla.cli import Presets
+
 
 def _positive(obj, *names):
     for name in names:
@@ -240,10 +242,8 @@ def paper_config(vlm_source: str = "Qwen/Qwen2.5-VL-3B-Instruct", **overrides) -
     return dataclasses.replace(cfg, **overrides)
 
 
-PRESETS = {"debug": debug_config, "paper": paper_config}
+PRESETS = Presets("model", {"debug": debug_config, "paper": paper_config})
 
 
 def preset(name: str, **overrides) -> SyVLAConfig:
-    if name not in PRESETS:
-        raise KeyError(f"unknown model preset {name!r}; choose from {sorted(PRESETS)}")
-    return PRESETS[name](**overrides)
+    return PRESETS.build(name, **overrides)

@@ -9,7 +9,6 @@ An observation is a dict:
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +37,6 @@ class Policy:
     def __init__(self, model, norm_stats: NormStats, policy_version: int = 0, device: str = "cpu"):
         self.device = torch.device(device)
         self._loaded = _Loaded(model.to(self.device).eval(), norm_stats, int(policy_version))
-        self._swap_lock = threading.Lock()
 
     @classmethod
     def load(cls, ckpt_dir: str | Path, device: str = "cpu") -> "Policy":
@@ -64,16 +62,6 @@ class Policy:
             "model": {"vlm": cfg.vlm.source, "num_query_tokens": cfg.num_query_tokens,
                       "flow_steps": cfg.flow.num_steps},
         }
-
-    def swap_weights(self, source: str | Path, version: int) -> None:
-        """Load a checkpoint into a shadow copy, then switch to it atomically.
-
-        Requests already running finish on the weights they started with; every
-        response names the version that produced it.
-        """
-        model, stats, _ = load_checkpoint(source, self.device)
-        with self._swap_lock:
-            self._loaded = _Loaded(model.eval(), stats, int(version))
 
     # ---- inference ----------------------------------------------------------------
     def validate(self, obs: dict) -> dict:

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import ray
 
-from syvla import constants as K
 from syvla.rl.config import RLConfig
 from syvla.rl.controller import RLWorkers
 from syvla.rl.guidance import ExpertSet, SampleRetriever, clip_encoder
@@ -53,10 +52,9 @@ class Retriever(SampleRetriever):
 @ray.remote
 class ValueLearner(ValueTrainer):
     def __init__(self, cfg: RLConfig, checkpoint: str, experts: ExpertSet):
-        from syvla.model.checkpoint import read_config
-        from syvla.normalize import NormStats
+        from syvla.model.checkpoint import read_config, read_norm_stats
 
-        super().__init__(cfg, read_config(checkpoint), NormStats.load(Path(checkpoint) / K.CKPT_NORM_STATS), experts)
+        super().__init__(cfg, read_config(checkpoint), read_norm_stats(checkpoint), experts)
 
 
 @ray.remote

@@ -25,16 +25,18 @@ import math
 
 import numpy as np
 
+from syvla.cli import field
+
 
 @dataclasses.dataclass(frozen=True)
 class AdvantageConfig:
     """How advantages are computed. gamma / lam are not given by the paper (PPO defaults)."""
 
-    gamma: float = 0.99  # discount per policy step (per chunk)
-    lam: float = 0.95  # GAE lambda
-    clip: float = 0.8  # rollout GAE is clipped to [-clip, clip] (App. A); math.inf disables
-    expert_advantage: float = 1.0  # fixed advantage of retrieved expert samples (§3.3)
-    expert_gae: bool = False  # ablation "w/ standard advantage": expert samples use their GAE too
+    gamma: float = field(0.99, "discount per policy step (per chunk)")
+    lam: float = field(0.95, "GAE lambda")
+    clip: float = field(0.8, "rollout GAE is clipped to [-clip, clip] (App. A); math.inf disables")
+    expert_advantage: float = field(1.0, "fixed advantage of retrieved expert samples (§3.3)")
+    expert_gae: bool = field(False, 'ablation "w/ standard advantage": expert samples use their GAE too')
 
     def __post_init__(self):
         if not 0.0 <= self.gamma <= 1.0:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from syvla.cli import Presets, field
 from syvla.rl.advantages import AdvantageConfig
 from syvla.rl.fpo import FPOConfig
 from syvla.rl.retrieval import RetrievalConfig
@@ -29,57 +30,55 @@ MAX_RL_EPISODES = 10  # App. A: "at most 10 RL episodes" per task
 MAX_ROLLOUTS = 20  # App. A: "each episode contains at most 20 rollout trajectories"
 
 
-def _field(default, help_text: str):
-    return dataclasses.field(default=default, metadata={"help": help_text})
-
-
 @dataclasses.dataclass(frozen=True)
 class RLConfig:
     # ---- the loop (App. A) ------------------------------------------------------------------------
-    rl_episodes: int = _field(3, "RL episodes (collect -> update -> publish); App. A: at most 10 per task")
-    rollouts_per_episode: int = _field(6, "rollout trajectories per RL episode; App. A: at most 20")
-    min_rollouts: int = _field(1, "proceed after collect_timeout_s with at least this many rewarded rollouts")
-    collect_timeout_s: float = _field(1800.0, "seconds to wait for rollouts_per_episode rewarded rollouts")
-    poll_s: float = _field(1.0, "seconds between two reads of the replay buffer while waiting")
-    max_staleness: int = _field(0, "accept rollouts of policy versions up to this many behind the current one "
+    rl_episodes: int = field(3, "RL episodes (collect -> update -> publish); App. A: at most 10 per task")
+    rollouts_per_episode: int = field(6, "rollout trajectories per RL episode; App. A: at most 20")
+    min_rollouts: int = field(1, "proceed after collect_timeout_s with at least this many rewarded rollouts")
+    collect_timeout_s: float = field(1800.0, "seconds to wait for rollouts_per_episode rewarded rollouts")
+    poll_s: float = field(1.0, "seconds between two reads of the replay buffer while waiting")
+    max_staleness: int = field(0, "accept rollouts of policy versions up to this many behind the current one "
                                    "(their l_old uses their own weights); 0 = on-policy only")
-    final_eval: bool = _field(True, "after the last update, collect one more batch to measure the final version")
-    score_steps: int = _field(10, "leading steps of each served chunk the policy loss scores (= actions the robot "
+    final_eval: bool = field(True, "after the last update, collect one more batch to measure the final version")
+    score_steps: int = field(10, "leading steps of each served chunk the policy loss scores (= actions the robot "
                                   "executes per chunk); 0 = the whole chunk")
     # ---- the policy update (FPO-style PPO, ../shared/notes/rl.md) -----------------------------------
-    update_steps: int = _field(8, "K: optimizer steps per RL episode (minibatches over the merged batch)")
-    minibatch_size: int = _field(32, "samples per optimizer step over all learners")
-    lr: float = _field(1e-5, "AdamW learning rate of the policy (the paper gives none; 1e-4 visibly degraded a "
+    update_steps: int = field(8, "K: optimizer steps per RL episode (minibatches over the merged batch)")
+    minibatch_size: int = field(32, "samples per optimizer step over all learners")
+    lr: float = field(1e-5, "AdamW learning rate of the policy (the paper gives none; 1e-4 visibly degraded a "
                                  "trained reach-v3 policy within 3 updates, docs/rl.md)")
-    weight_decay: float = _field(0.0, "AdamW weight decay of the policy")
-    grad_clip: float = _field(1.0, "global gradient L2-norm clip of the policy")
-    fpo: FPOConfig = dataclasses.field(default_factory=FPOConfig)
-    advantage: AdvantageConfig = dataclasses.field(default_factory=AdvantageConfig)
-    decoupling: bool = _field(True, "Intention Decoupling (§3.2) in the RL losses; False = ablation "
+    weight_decay: float = field(0.0, "AdamW weight decay of the policy")
+    grad_clip: float = field(1.0, "global gradient L2-norm clip of the policy")
+    fpo: FPOConfig = field(default_factory=FPOConfig, help="FPO-style PPO ratio and clipping (--fpo.*)")
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig, help="GAE, its clip and the expert advantage "
+                                                                             "(--advantage.*)")
+    decoupling: bool = field(True, "Intention Decoupling (§3.2) in the RL losses; False = ablation "
                                     "'w/o Intention Decoupling'")
-    keep_versions: int = _field(2, "policy versions whose weights the learners keep for l_old (current + older)")
-    num_learners: int = _field(1, "PPO learner actors; gradients are all-reduced (gloo on CPU, NCCL on GPU)")
+    keep_versions: int = field(2, "policy versions whose weights the learners keep for l_old (current + older)")
+    num_learners: int = field(1, "PPO learner actors; gradients are all-reduced (gloo on CPU, NCCL on GPU)")
     # ---- Similar-Sample Guidance (§3.3) -----------------------------------------------------------
-    use_expert_data: bool = _field(True, "merge retrieved expert frames into each batch; False = ablation "
+    use_expert_data: bool = field(True, "merge retrieved expert frames into each batch; False = ablation "
                                          "'w/o Expert Dataset'")
-    retrieval: RetrievalConfig = dataclasses.field(default_factory=lambda: RetrievalConfig(k=2))
-    clip_model: str = _field("debug", "open_clip model name (e.g. ViT-B-32) or 'debug' (tiny random ViT)")
-    clip_checkpoint: str = _field("", "local open_clip checkpoint file for clip_model (no downloads)")
-    expert_stride: int = _field(10, "frames between two policy decisions in the imitation set (= env steps "
+    retrieval: RetrievalConfig = field(default_factory=lambda: RetrievalConfig(k=2),
+                                       help="Similar-Sample Guidance retrieval (--retrieval.*)")
+    clip_model: str = field("debug", "open_clip model name (e.g. ViT-B-32) or 'debug' (tiny random ViT)")
+    clip_checkpoint: str = field("", "local open_clip checkpoint file for clip_model (no downloads)")
+    expert_stride: int = field(10, "frames between two policy decisions in the imitation set (= env steps "
                                     "executed per chunk): the time step of its Monte-Carlo returns and GAE")
-    max_expert_episodes: int = _field(0, "imitation episodes loaded per task (0 = all)")
+    max_expert_episodes: int = field(0, "imitation episodes loaded per task (0 = all)")
     # ---- value model (App. A) -------------------------------------------------------------------
-    value: ValueConfig = dataclasses.field(default_factory=debug_value_config)
-    value_state: bool = _field(True, "the value model also sees the normalized proprioceptive state")
-    value_lr: float = _field(3e-4, "AdamW learning rate of the value model")
-    value_warmup_steps: int = _field(200, "warm-up steps on Monte-Carlo returns of the imitation set (App. A)")
-    value_steps: int = _field(20, "value steps per RL episode on the rollouts' lambda-returns")
-    value_batch_size: int = _field(32, "samples per value step")
+    value: ValueConfig = field(default_factory=debug_value_config, help="the value model's sizes (--value.*)")
+    value_state: bool = field(True, "the value model also sees the normalized proprioceptive state")
+    value_lr: float = field(3e-4, "AdamW learning rate of the value model")
+    value_warmup_steps: int = field(200, "warm-up steps on Monte-Carlo returns of the imitation set (App. A)")
+    value_steps: int = field(20, "value steps per RL episode on the rollouts' lambda-returns")
+    value_batch_size: int = field(32, "samples per value step")
     # ---- placement -------------------------------------------------------------------------------
-    device: str = _field("cpu", "learner / value / retriever device: cpu or cuda")
-    actor_cpus: float = _field(0.25, "CPUs Ray reserves per RL actor (fractions share a small machine)")
-    learner_gpus: float = _field(0.0, "GPUs per PPO learner actor")
-    seed: int = _field(0, "seeds the (tau, eps) pairs, minibatch order and random retrieval")
+    device: str = field("cpu", "learner / value / retriever device: cpu or cuda")
+    actor_cpus: float = field(0.25, "CPUs Ray reserves per RL actor (fractions share a small machine)")
+    learner_gpus: float = field(0.0, "GPUs per PPO learner actor")
+    seed: int = field(0, "seeds the (tau, eps) pairs, minibatch order and random retrieval")
 
     def __post_init__(self):
         if not 1 <= self.rl_episodes <= MAX_RL_EPISODES:
@@ -143,10 +142,8 @@ def paper_rl_config(**overrides) -> RLConfig:
     return RLConfig(**cfg)
 
 
-RL_PRESETS = {"debug": debug_rl_config, "paper": paper_rl_config}
+RL_PRESETS = Presets("RL", {"debug": debug_rl_config, "paper": paper_rl_config})
 
 
 def rl_preset(name: str, **overrides) -> RLConfig:
-    if name not in RL_PRESETS:
-        raise KeyError(f"unknown RL preset {name!r}; choose from {sorted(RL_PRESETS)}")
-    return RL_PRESETS[name](**overrides)
+    return RL_PRESETS.build(name, **overrides)

@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from syvla.model.config import SyVLAConfig
@@ -38,9 +36,10 @@ from syvla.rl.config import RLConfig
 from syvla.rl.metrics import episode_metrics, write_report
 from syvla.rl.rollouts import rollout_steps
 from syvla.cli import to_flat_dict
+from syvla.runstate import read_json, to_json, write_json
 
-STATE_FILE = "state.json"
-VALUE_FILE = "value.safetensors"
+STATE_FILE = "state.json"  # RunState, in the run directory
+VALUE_FILE = "value.safetensors"  # the value model's weights, beside it
 _STATE_FORMAT = 1
 
 Publish = Callable[[str, int], None]  # (checkpoint dir, version): make every replica serve it
@@ -70,17 +69,22 @@ class RunState:
     config: dict = dataclasses.field(default_factory=dict)
     format: int = _STATE_FORMAT
 
+    @staticmethod
+    def exists(run_dir: str | Path) -> bool:
+        return (Path(run_dir) / STATE_FILE).is_file()
+
     @classmethod
-    def load(cls, path: Path) -> "RunState":
-        raw = json.loads(path.read_text())
+    def load(cls, run_dir: str | Path) -> "RunState":
+        """The state of the RL run in `run_dir` (its state.json)."""
+        path = Path(run_dir) / STATE_FILE
+        raw = read_json(path)
         if raw.get("format") != _STATE_FORMAT:
             raise ValueError(f"{path}: RL state format {raw.get('format')} is not {_STATE_FORMAT}")
         return cls(**raw)
 
-    def save(self, path: Path) -> None:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=1, default=_json_default))
-        os.replace(tmp, path)
+    def save(self, run_dir: str | Path) -> Path:
+        """Rewrite `run_dir`/state.json atomically."""
+        return write_json(Path(run_dir) / STATE_FILE, dataclasses.asdict(self))
 
 
 class RLController:
@@ -95,7 +99,6 @@ class RLController:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.base_checkpoint, self.base_version = str(Path(base_checkpoint).resolve()), int(base_version)
         self.publish, self.on_collect, self.log = publish, on_collect, log
-        self.state_path = self.run_dir / STATE_FILE
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self) -> RunState:
@@ -174,8 +177,8 @@ class RLController:
     # ---- state ------------------------------------------------------------------------------------
     def start_or_resume(self) -> RunState:
         flat = {**to_flat_dict(self.cfg), "ablation": self.cfg.ablation}
-        if self.state_path.exists():
-            state = RunState.load(self.state_path)
+        if RunState.exists(self.run_dir):
+            state = RunState.load(self.run_dir)
             if state.config and _jsonable(state.config) != _jsonable(flat):
                 changed = sorted(k for k in flat if _jsonable(state.config).get(k) != _jsonable(flat).get(k))
                 self.log(f"[rl] resuming with changed settings: {changed}")
@@ -198,29 +201,17 @@ class RLController:
         return state
 
     def save(self, state: RunState) -> None:
-        state.save(self.state_path)
-
-
-def _json_default(x):
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, (np.ndarray, tuple)):
-        return list(x)
-    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+        state.save(self.run_dir)
 
 
 def _jsonable(d: dict) -> dict:
-    return json.loads(json.dumps(d, default=_json_default))
+    return json.loads(json.dumps(d, default=to_json))
 
 
 # ---- in-process workers (no Ray): tests, debugging, a single machine without actors -------------------
 def local_workers(cfg: RLConfig, checkpoint: str | Path, replay_dir: str | Path, experts) -> RLWorkers:
     """The same components as `syvla.rl.actors.start_workers`, as plain objects in this process (1 learner)."""
-    from syvla import constants as K
-    from syvla.model.checkpoint import read_config
-    from syvla.normalize import NormStats
+    from syvla.model.checkpoint import read_config, read_norm_stats
     from syvla.rl.guidance import SampleRetriever, clip_encoder
     from syvla.rl.learner import LearnerGroup, PolicyLearner
     from syvla.rl.rollouts import RolloutCollector
@@ -229,7 +220,7 @@ def local_workers(cfg: RLConfig, checkpoint: str | Path, replay_dir: str | Path,
     if cfg.num_learners != 1:
         raise ValueError("local_workers runs one learner in this process; use syvla.rl.actors.start_workers for more")
     policy_cfg = read_config(checkpoint)
-    stats = NormStats.load(Path(checkpoint) / K.CKPT_NORM_STATS)
+    stats = read_norm_stats(checkpoint)
     retriever = None
     if cfg.use_expert_data:
         encoder = clip_encoder(cfg.clip_model, cfg.clip_checkpoint, cfg.device, cfg.seed)

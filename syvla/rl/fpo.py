@@ -26,6 +26,7 @@ import dataclasses
 
 import torch
 
+from syvla.cli import field
 from syvla.model import flow
 from syvla.model.config import FlowConfig
 
@@ -34,9 +35,9 @@ from syvla.model.config import FlowConfig
 class FPOConfig:
     """The FPO-style PPO update. The paper gives no values; these are FPO++-style (small clip, 8-16 pairs)."""
 
-    n_mc: int = 8  # (tau, eps) pairs per sample, drawn once at collection and stored
-    clip_eps: float = 0.05  # PPO clip on the ratio: [1 - clip_eps, 1 + clip_eps]
-    log_ratio_clip: float = 3.0  # bound on l_old - l_new before exp (keeps rho finite)
+    n_mc: int = field(8, "(tau, eps) pairs per sample, drawn once at collection and stored")
+    clip_eps: float = field(0.05, "PPO clip on the ratio: [1 - clip_eps, 1 + clip_eps]")
+    log_ratio_clip: float = field(3.0, "bound on l_old - l_new before exp (keeps rho finite)")
 
     def __post_init__(self):
         if self.n_mc <= 0:

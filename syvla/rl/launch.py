@@ -15,36 +15,32 @@ import threading
 import traceback
 from pathlib import Path
 
+from syvla.cli import field
 from syvla.rl.guidance import ExpertSet
-
-
-def _field(default, help_text: str):
-    return dataclasses.field(default=default, metadata={"help": help_text})
 
 
 @dataclasses.dataclass(frozen=True)
 class RLRunConfig:
     """Where the RL run gets its policy, data and robots (`pipelines/rl.py --run.<field>`)."""
 
-    name: str = _field("rl-debug", "run name: state, checkpoints and metrics go to runs/rl/<name>; same name = resume")
-    runs_dir: str = _field("runs/rl", "parent of run directories")
-    checkpoint: str = _field("", "policy checkpoint to improve; '' = newest under checkpoints/finetune, then "
+    name: str = field("rl-debug", "run name: state, checkpoints and metrics go to runs/rl/<name>; same name = resume")
+    runs_dir: str = field("runs/rl", "parent of run directories")
+    checkpoint: str = field("", "policy checkpoint to improve; '' = newest under checkpoints/finetune, then "
                                  "checkpoints/pretrain, else a new untrained debug checkpoint")
-    checkpoints_dir: str = _field("checkpoints", "where fine-tuned / pretrained checkpoints are searched")
-    tasks: tuple[str, ...] = _field(("reach-v3",), "Meta-World tasks the robots run and the expert set keeps")
-    expert_data: str = _field("data/metaworld", "imitation dataset (LeRobot / RLDS); collected here when missing")
-    expert_episodes: int = _field(10, "demos per task collected when expert_data does not exist")
-    robots: int = _field(2, "simulated robot processes driving the endpoint (0 = real robots post rewards)")
-    seed: int = _field(1000, "layout seed of the first robot episode; every collection uses new seeds, except "
+    checkpoints_dir: str = field("checkpoints", "where fine-tuned / pretrained checkpoints are searched")
+    tasks: tuple[str, ...] = field(("reach-v3",), "Meta-World tasks the robots run and the expert set keeps")
+    expert_data: str = field("data/metaworld", "imitation dataset (LeRobot / RLDS); collected here when missing")
+    expert_episodes: int = field(10, "demos per task collected when expert_data does not exist")
+    robots: int = field(2, "simulated robot processes driving the endpoint (0 = real robots post rewards)")
+    seed: int = field(1000, "layout seed of the first robot episode; every collection uses new seeds, except "
                              "the final one, which reuses RL episode 0's (a paired before/after comparison)")
-    max_steps: int = _field(300, "env steps per robot episode (Meta-World: at most 500)")
-    execute_steps: int = _field(10, "actions executed per served chunk (match RLConfig.score_steps and "
+    max_steps: int = field(300, "env steps per robot episode (Meta-World: at most 500)")
+    execute_steps: int = field(10, "actions executed per served chunk (match RLConfig.score_steps and "
                                     "expert_stride); 0 = the whole chunk")
-    image_size: int = _field(64, "camera pixels of the simulated robots")
-    replicas: int = _field(1, "Serve replicas of the policy")
-    replica_cpus: float = _field(0.5, "CPUs Ray reserves per Serve replica")
-    port: int = _field(8000, "Serve HTTP port on 127.0.0.1")
-    address: str = _field("", "Ray cluster address; '' = $RAY_ADDRESS, else a local cluster")
+    image_size: int = field(64, "camera pixels of the simulated robots")
+    replicas: int = field(1, "Serve replicas of the policy")
+    replica_cpus: float = field(0.5, "CPUs Ray reserves per Serve replica")
+    port: int = field(8000, "Serve HTTP port on 127.0.0.1")
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -59,6 +55,11 @@ class RLRunConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
+
+    @property
+    def replay_dir(self) -> Path:
+        """The Serve replay buffer of this run: what the robots' episodes are written to and RL reads."""
+        return self.run_dir / "replay"
 
 
 def resolve_policy(run: RLRunConfig, log=print) -> tuple[Path, int]:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from syvla.runstate import write_json
+
 METRICS_FILE = "metrics.json"
 PLOT_FILE = "success_rate.png"
 
@@ -42,9 +44,7 @@ def write_report(run_dir: str | Path, state) -> Path:
               "ablation": state.config.get("ablation", ""), "value_warmup": state.warmup,
               "episodes": state.metrics, "final": state.final,
               "success_by_version": success_by_version(state)}
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1, default=_default))
-    tmp.replace(out)
+    write_json(out, report)
     plot_success(state, run_dir / PLOT_FILE)
     return out
 
@@ -86,12 +86,3 @@ def plot_success(state, path: str | Path) -> Path | None:
     plt.close(fig)
     return path
 
-
-def _default(x):
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.floating):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON serializable: {type(x).__name__}")

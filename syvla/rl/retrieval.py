@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from syvla.cli import field
+
 # App. A: weight 0.83 for the centre camera, 0.083 for each wrist camera.
 PAPER_VIEW_WEIGHTS = (0.83, 0.083, 0.083)
 _INDEX_FORMAT = 1
@@ -38,10 +40,10 @@ _INDEX_FORMAT = 1
 class RetrievalConfig:
     """How expert samples are picked for each rollout sample."""
 
-    k: int = 4  # expert samples retrieved per rollout sample (the paper does not give it)
-    view_weights: tuple[float, ...] = PAPER_VIEW_WEIGHTS  # w_v, in the index's view order (App. A)
-    mode: str = "similar"  # "similar" (§3.3) or "random": the ablation "w/o Similar Sample" (Table 3)
-    index_dtype: str = "float16"  # storage of the index embeddings: "float16" halves memory, "float32"
+    k: int = field(4, "expert samples retrieved per rollout sample (the paper does not give it)")
+    view_weights: tuple[float, ...] = field(PAPER_VIEW_WEIGHTS, "w_v, in the index's view order (App. A)")
+    mode: str = field("similar", '"similar" (§3.3) or "random": the ablation "w/o Similar Sample" (Table 3)')
+    index_dtype: str = field("float16", 'storage of the index embeddings: "float16" halves memory, "float32" is exact')
 
     def __post_init__(self):
         if self.k <= 0:

@@ -100,7 +100,6 @@ class RolloutCollector:
         self.reader = rb.ReplayReader(replay_dir)
         self._cursor: dict = {}
         self._episodes: dict[str, rb.Episode] = {}
-        self._reward_time: dict[str, float] = {}
         self._done: set[str] = set()  # handed out, stale or invalid: ignored from now on
 
     def poll(self) -> int:
@@ -108,23 +107,8 @@ class RolloutCollector:
         records, self._cursor = self.reader.poll(self._cursor, decode=False)
         for rec in records:
             eid = rec.get("episode_id")
-            if not isinstance(eid, str) or eid in self._done:
-                continue
-            ep = self._episodes.setdefault(eid, rb.Episode(eid))
-            kind = rec.get("kind")
-            if kind == rb.KIND_EPISODE:
-                ep.policy_version, ep.embodiment = rec.get("policy_version"), rec.get("embodiment")
-                ep.instruction, ep.start_time = rec.get("instruction"), rec.get("time")
-            elif kind == rb.KIND_STEP:
-                ep.steps.append(rec)
-                if ep.policy_version is None:
-                    ep.policy_version = rec.get("policy_version")
-                if ep.start_time is None:
-                    ep.start_time = rec.get("time")
-            elif kind == rb.KIND_REWARD:  # the last reward posted wins (replay_buffer's rule)
-                t = float(rec.get("time", 0.0))
-                if eid not in self._reward_time or t >= self._reward_time[eid]:
-                    self._reward_time[eid], ep.reward = t, int(rec["reward"])
+            if isinstance(eid, str) and eid not in self._done:
+                self._episodes.setdefault(eid, rb.Episode(eid)).add(rec)
         return len(records)
 
     def forget(self, episode_ids) -> None:
@@ -132,7 +116,6 @@ class RolloutCollector:
         for eid in episode_ids:
             self._done.add(eid)
             self._episodes.pop(eid, None)
-            self._reward_time.pop(eid, None)
 
     def take(self, n: int, min_version: int = 0) -> Collected:
         """Up to n rewarded episodes of version >= min_version (oldest first); they are handed out once."""
@@ -198,9 +181,7 @@ def _problem(ep: rb.Episode) -> str:
 
 
 def _trajectory(ep: rb.Episode) -> Trajectory:
-    inf = float("inf")
-    steps = sorted(ep.steps, key=lambda s: (inf if s.get("step") is None else s["step"], s.get("time", 0.0)))
-    steps = [rb.decode_record(s) for s in steps]
+    steps = [rb.decode_record(s) for s in ep.steps]  # already in step order (rb.Episode.add)
     first = steps[0]
     return Trajectory(ep.episode_id, int(ep.policy_version), ep.embodiment or first["embodiment"],
                       ep.instruction or first.get("instruction") or "", int(ep.reward), steps)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from syvla import constants as K
+from syvla.cli import Presets, field
 from syvla.model.config import VisionTowerConfig
 
 RETURNS = "returns"  # batch key: value target [B] (Monte-Carlo return in warm-up, lambda-return in RL)
@@ -37,17 +38,19 @@ RETURNS = "returns"  # batch key: value target [B] (Monte-Carlo return in warm-u
 class ValueConfig:
     """The value model. Sizes beyond "about 100M, SigLIP + transformer" are ours (the paper gives none)."""
 
-    vision: VisionTowerConfig = dataclasses.field(default_factory=lambda: VisionTowerConfig(
-        image_size=32, patch_size=8, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64))
-    num_views: int = 3  # cameras per observation, in a fixed order (App. A: centre + two wrists)
-    state_dim: int = 0  # normalized proprioceptive state size; 0 = images only
-    tokens_per_view: int = 4  # patch grid average-pooled to this many tokens per view (a perfect square)
-    width: int = 32  # trunk transformer width
-    depth: int = 1  # trunk layers
-    num_heads: int = 2
-    ff_ratio: float = 4.0
-    dropout: float = 0.0
-    huber_delta: float = 1.0  # Huber loss threshold, in return units (returns lie in [0, 1] with 0/1 rewards)
+    vision: VisionTowerConfig = field(default_factory=lambda: VisionTowerConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+        help="the value model's SigLIP tower (--value.vision.*)")
+    num_views: int = field(3, "cameras per observation, in a fixed order (App. A: centre + two wrists)")
+    state_dim: int = field(0, "normalized proprioceptive state size; 0 = images only")
+    tokens_per_view: int = field(4, "patch grid average-pooled to this many tokens per view (a perfect square)")
+    width: int = field(32, "trunk transformer width")
+    depth: int = field(1, "trunk layers")
+    num_heads: int = field(2, "trunk attention heads")
+    ff_ratio: float = field(4.0, "trunk feed-forward width / width")
+    dropout: float = field(0.0, "trunk dropout")
+    huber_delta: float = field(1.0, "Huber loss threshold, in return units (returns lie in [0, 1] with 0/1 "
+                                    "rewards)")
 
     def __post_init__(self):
         for name in ("num_views", "tokens_per_view", "width", "depth", "num_heads", "ff_ratio", "huber_delta"):
@@ -88,13 +91,11 @@ def paper_value_config(**overrides) -> ValueConfig:
     return dataclasses.replace(cfg, **overrides)
 
 
-VALUE_PRESETS = {"debug": debug_value_config, "paper": paper_value_config}
+VALUE_PRESETS = Presets("value", {"debug": debug_value_config, "paper": paper_value_config})
 
 
 def value_preset(name: str, **overrides) -> ValueConfig:
-    if name not in VALUE_PRESETS:
-        raise KeyError(f"unknown value preset {name!r}; choose from {sorted(VALUE_PRESETS)}")
-    return VALUE_PRESETS[name](**overrides)
+    return VALUE_PRESETS.build(name, **overrides)
 
 
 def _siglip_config(v: VisionTowerConfig):

@@ -1,9 +1,16 @@
-"""Serving configuration: one frozen dataclass, validated field by field."""
+"""Serving configuration: frozen dataclasses, validated field by field.
+
+`ServeConfig` is what one replica needs (weights, replay, limits, batching); `DeploymentConfig`
+is the one source of the Serve deployment's options (replicas, autoscaling, back-pressure,
+health checks): `policy_app` and `pipelines/serve.py` derive Serve's options from it, and
+cluster/serve_config.yaml states the same values (a test keeps them equal).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 
+from syvla.cli import field
 from syvla.serving.protocol import Limits
 
 
@@ -11,21 +18,21 @@ from syvla.serving.protocol import Limits
 class ServeConfig:
     """What one policy server (a Serve replica, or the in-process app) needs to know."""
 
-    checkpoint: str = ""  # checkpoint directory served at start (the `uri` of version `version`)
-    version: int = 0  # policy version stamped on every response served by `checkpoint`
-    device: str = "cpu"
-    replay_dir: str = "runs/replay"  # shared directory of replay segments (absolute on a cluster); "" = off
-    replay_segment_bytes: int = 256 * 2**20  # a replica starts a new segment file past this size
-    api_key: str = ""  # required in `x-api-key` (or `Authorization: Bearer`) on /v1/*; "" = open
-    max_body_bytes: int = 16 * 2**20  # larger requests get 413
-    max_image_side: int = 1024  # pixels; larger camera images get 413
-    default_deadline_ms: float = 30_000.0  # server-side budget when the robot sends none; 504 past it
-    max_batch_size: int = 8  # @serve.batch: observations per Policy.infer_batch call
+    checkpoint: str = field("", "checkpoint directory served at start (the `uri` of version `version`)")
+    version: int = field(0, "policy version stamped on every response served by `checkpoint`")
+    device: str = field("cpu", "torch device of the policy: cpu, cuda, cuda:N")
+    replay_dir: str = field("runs/replay", "shared directory of replay segments (absolute on a cluster); '' = off")
+    replay_segment_bytes: int = field(256 * 2**20, "a replica starts a new segment file past this size")
+    api_key: str = field("", "required in `x-api-key` (or `Authorization: Bearer`) on /v1/*; '' = open")
+    max_body_bytes: int = field(16 * 2**20, "larger requests get 413")
+    max_image_side: int = field(1024, "pixels; larger camera images get 413")
+    default_deadline_ms: float = field(30_000.0, "server-side budget when the robot sends none; 504 past it")
+    max_batch_size: int = field(8, "@serve.batch: observations per Policy.infer_batch call")
     # 0 = natural batching: a batch takes whatever arrived while the previous one ran, and a lone
     # robot never waits for company. Raise it (a few ms) when many robots send in step.
-    batch_wait_timeout_s: float = 0.0  # @serve.batch: seconds a batch waits to fill
-    keep_versions: int = 2  # policy versions held in memory for pinned episodes (current + older)
-    weight_poll_s: float = 0.5  # replicas poll the weight registry this often (0 = never)
+    batch_wait_timeout_s: float = field(0.0, "@serve.batch: seconds a batch waits to fill (0 = natural batching)")
+    keep_versions: int = field(2, "policy versions held in memory for pinned episodes (current + older)")
+    weight_poll_s: float = field(0.5, "replicas poll the weight registry this often in seconds (0 = never)")
 
     def __post_init__(self):
         for name in ("replay_segment_bytes", "max_body_bytes", "max_image_side", "default_deadline_ms",
@@ -48,3 +55,53 @@ class ServeConfig:
         if unknown:
             raise ValueError(f"ServeConfig has no field {unknown[0]!r}; fields: {sorted(names)}")
         return cls(**data)
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploymentConfig:
+    """The Serve deployment: replicas, autoscaling, back-pressure, health checks (defaults for a GPU cluster)."""
+
+    num_replicas: int = field(0, "fixed replica count; 0 = autoscale between min_replicas and max_replicas")
+    min_replicas: int = field(1, "autoscaling: fewest replicas")
+    max_replicas: int = field(4, "autoscaling: most replicas")
+    target_ongoing_requests: int = field(0, "autoscaling: ongoing requests per replica it aims for; "
+                                            "0 = the replica's max_batch_size (a full batch each)")
+    upscale_delay_s: float = field(10.0, "autoscaling: seconds of demand above target before adding a replica")
+    downscale_delay_s: float = field(120.0, "autoscaling: seconds of demand below target before removing one")
+    num_cpus: float = field(1.0, "CPUs Ray reserves per replica")
+    num_gpus: float = field(0.0, "GPUs per replica (set the server's device to cuda too)")
+    max_ongoing_requests: int = field(32, "requests one replica works on at once (a few batches' worth)")
+    max_queued_requests: int = field(64, "queued requests beyond which the proxy answers 503 instead of queueing "
+                                         "forever (the client retries within its deadline)")
+    health_check_period_s: float = field(10.0, "seconds between two replica health checks")
+    health_check_timeout_s: float = field(30.0, "a health check taking longer fails the replica")
+    graceful_shutdown_timeout_s: float = field(30.0, "seconds a stopping replica gets to finish its requests")
+
+    def __post_init__(self):
+        for name in ("min_replicas", "max_ongoing_requests", "max_queued_requests", "health_check_period_s",
+                     "health_check_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"DeploymentConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("num_replicas", "target_ongoing_requests", "upscale_delay_s", "downscale_delay_s", "num_cpus",
+                     "num_gpus", "graceful_shutdown_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"DeploymentConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"DeploymentConfig.max_replicas ({self.max_replicas}) must be >= min_replicas "
+                             f"({self.min_replicas})")
+
+    def options(self, max_batch_size: int) -> dict:
+        """Serve's deployment options (`serve.deployment(...).options(**)`) for replicas batching `max_batch_size`."""
+        opts = dict(max_ongoing_requests=self.max_ongoing_requests, max_queued_requests=self.max_queued_requests,
+                    health_check_period_s=self.health_check_period_s,
+                    health_check_timeout_s=self.health_check_timeout_s,
+                    graceful_shutdown_timeout_s=self.graceful_shutdown_timeout_s,
+                    ray_actor_options={"num_cpus": self.num_cpus, "num_gpus": self.num_gpus})
+        if self.num_replicas:
+            opts["num_replicas"] = self.num_replicas
+        else:
+            opts["autoscaling_config"] = {
+                "min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests or max(1, max_batch_size),
+                "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s}
+        return opts

@@ -7,7 +7,8 @@
   says why Serve's batching alone is not enough).
 - Back-pressure: `max_ongoing_requests` per replica, `max_queued_requests`
   beyond which the proxy answers 503 (the client retries within its deadline);
-  autoscaling on ongoing requests.
+  autoscaling on ongoing requests. Every option comes from
+  `syvla.serving.config.DeploymentConfig`.
 - Weights: `reconfigure(user_config)` with `{"version", "uri"}` (what
   `serve deploy` of an edited config sends), and `publish_weights()`, which
   stamps `{version, uri}` into a named registry actor that every replica
@@ -34,7 +35,7 @@ from ray import serve
 
 from syvla.serving.app import create_app
 from syvla.serving.batching import NaturalBatcher
-from syvla.serving.config import ServeConfig
+from syvla.serving.config import DeploymentConfig, ServeConfig
 from syvla.serving.host import PolicyHost
 from syvla.serving.replay_buffer import ReplayWriter
 
@@ -42,17 +43,6 @@ log = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "SyVLAPolicy"
 REGISTRY_NAMESPACE = "syvla"
-
-# Defaults for a GPU cluster; `serve_config.yaml` or `policy_app(**options)` override them.
-DEFAULT_OPTIONS = dict(
-    max_ongoing_requests=32,  # per replica; a few batches' worth
-    max_queued_requests=64,  # beyond this the proxy answers 503 instead of queueing forever
-    autoscaling_config={"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8,
-                        "upscale_delay_s": 10, "downscale_delay_s": 120},
-    health_check_period_s=10,
-    health_check_timeout_s=30,
-    graceful_shutdown_timeout_s=30,
-)
 
 
 def registry_name(app_name: str) -> str:
@@ -158,9 +148,14 @@ class PolicyDeployment:
                 self._registry = None
 
 
-def policy_app(config: ServeConfig, **options):
-    """The Serve application for `serve.run` (options override DEFAULT_OPTIONS, e.g. num_replicas)."""
-    opts = dict(DEFAULT_OPTIONS, **options)
+def policy_app(config: ServeConfig, deployment: DeploymentConfig | None = None, **options):
+    """The Serve application for `serve.run`.
+
+    Its deployment options come from `deployment` (default `DeploymentConfig()`); raw Serve `options`
+    override single ones (tests: `num_replicas=2, ray_actor_options=...`; a fixed num_replicas drops
+    the autoscaling config).
+    """
+    opts = dict((deployment or DeploymentConfig()).options(config.max_batch_size), **options)
     if "num_replicas" in options:
         opts.pop("autoscaling_config", None)
     if config.checkpoint and "user_config" not in opts:

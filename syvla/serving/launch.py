@@ -13,8 +13,8 @@ import os
 import time
 from pathlib import Path
 
-from syvla import constants as K
-from syvla.serving.config import ServeConfig
+from syvla.cli import field
+from syvla.serving.config import DeploymentConfig, ServeConfig
 
 DEBUG_CHECKPOINT = "debug"  # name of the directory created under checkpoints_dir when none exists
 
@@ -23,55 +23,38 @@ DEBUG_CHECKPOINT = "debug"  # name of the directory created under checkpoints_di
 class ServeRunConfig:
     """`pipelines/serve.py`: which weights, where, how many replicas."""
 
-    checkpoint: str = ""  # checkpoint dir; "" = newest under checkpoints_dir, else a new debug checkpoint
-    checkpoints_dir: str = "checkpoints"
-    version: int = -1  # policy version to stamp; -1 = the checkpoint's own `policy_version` file
-    app_name: str = "syvla"
-    host: str = "127.0.0.1"  # loopback by default (docs/serving.md: put a proxy in front for remote robots)
-    port: int = 8000
-    num_replicas: int = 0  # fixed replica count; 0 = autoscale between 1 and max_replicas
-    max_replicas: int = 4
-    num_cpus: float = 1.0  # per replica
-    num_gpus: float = 0.0  # per replica (set device=cuda too)
-    max_ongoing_requests: int = 32  # per replica
-    max_queued_requests: int = 64  # then 503
-    device: str = "cpu"
-    replay_dir: str = "runs/replay"  # "" = no replay buffer
-    api_key: str = ""  # "" = $SYVLA_API_KEY when set, else no key
-    max_batch_size: int = 8
-    batch_wait_timeout_s: float = 0.0
-    address: str = ""  # Ray cluster address; "" = $RAY_ADDRESS, else a local cluster
-    blocking: bool = True  # serve until interrupted (False: start, report, return)
+    checkpoint: str = field("", "checkpoint dir; '' = newest under checkpoints_dir, else a new debug checkpoint")
+    checkpoints_dir: str = field("checkpoints", "where checkpoints are searched when --checkpoint is ''")
+    version: int = field(-1, "policy version to stamp; -1 = the checkpoint's own `policy_version` file")
+    app_name: str = field("syvla", "Serve application name (publish_weights addresses it)")
+    host: str = field("127.0.0.1", "HTTP host; loopback by default (docs/serving.md: put a proxy in front for "
+                                   "remote robots)")
+    port: int = field(8000, "HTTP port")
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig,
+                                         help="replicas, autoscaling, back-pressure (--deployment.*)")
+    device: str = field("cpu", "torch device of each replica: cpu or cuda (with --deployment.num_gpus)")
+    replay_dir: str = field("runs/replay", "replay buffer directory (made absolute); '' = no replay buffer")
+    api_key: str = field("", "API key robots must send; '' = $SYVLA_API_KEY when set, else no key")
+    max_batch_size: int = field(8, "observations per Policy.infer_batch call")
+    batch_wait_timeout_s: float = field(0.0, "seconds a batch waits to fill (0 = natural batching)")
+    blocking: bool = field(True, "serve until interrupted (false: start, report, return)")
 
     def __post_init__(self):
-        for name in ("port", "max_replicas", "max_ongoing_requests", "max_queued_requests", "max_batch_size"):
+        for name in ("port", "max_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServeRunConfig.{name} must be > 0, got {getattr(self, name)}")
-        if self.num_replicas < 0 or self.num_cpus < 0 or self.num_gpus < 0:
-            raise ValueError("ServeRunConfig.num_replicas, num_cpus and num_gpus must be >= 0")
         if self.version < -1:
             raise ValueError(f"ServeRunConfig.version must be >= -1, got {self.version}")
-
-
-def is_checkpoint(path: Path) -> bool:
-    return (path / K.CKPT_CONFIG).is_file() and (path / K.CKPT_POLICY_VERSION).is_file()
-
-
-def newest_checkpoint(root: str | os.PathLike) -> Path | None:
-    """The most recently written checkpoint directory under `root` (searched two levels deep)."""
-    root = Path(root)
-    if not root.is_dir():
-        return None
-    found = [p for p in [root, *root.glob("*"), *root.glob("*/*")] if p.is_dir() and is_checkpoint(p)]
-    return max(found, key=lambda p: (p / K.CKPT_POLICY_VERSION).stat().st_mtime, default=None)
 
 
 def find_checkpoint(explicit: str, roots: list[Path], fallback: Path, *, field: str, who: str, log=print) -> Path:
     """`explicit` (which must be a checkpoint), else the newest under the first of `roots` that has one,
     else an untrained debug checkpoint at `fallback` (written once), with a loud warning."""
+    from syvla.model.checkpoint import is_checkpoint_dir, newest_checkpoint
+
     if explicit:
         path = Path(explicit)
-        if not is_checkpoint(path):
+        if not is_checkpoint_dir(path):
             raise FileNotFoundError(f"{field} {path} is not a policy checkpoint directory")
         return path
     for root in roots:
@@ -79,7 +62,7 @@ def find_checkpoint(explicit: str, roots: list[Path], fallback: Path, *, field: 
         if path is not None:
             log(f"[{who}] newest checkpoint under {root}/: {path}")
             return path
-    if not is_checkpoint(fallback):
+    if not is_checkpoint_dir(fallback):
         from syvla.model.policy import make_debug_checkpoint
 
         make_debug_checkpoint(fallback, seed=0)
@@ -112,16 +95,8 @@ def serve_policy(cfg: ServeRunConfig, server: ServeConfig, timeout_s: float = 60
 
     from syvla.serving.deployment import policy_app
 
-    options = dict(max_ongoing_requests=cfg.max_ongoing_requests, max_queued_requests=cfg.max_queued_requests,
-                   ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus})
-    if cfg.num_replicas:
-        options["num_replicas"] = cfg.num_replicas
-    else:
-        options["autoscaling_config"] = {"min_replicas": 1, "max_replicas": cfg.max_replicas,
-                                         "target_ongoing_requests": max(1, cfg.max_batch_size),
-                                         "upscale_delay_s": 10, "downscale_delay_s": 120}
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(policy_app(server, **options), name=cfg.app_name, route_prefix="/", blocking=False)
+    serve.run(policy_app(server, cfg.deployment), name=cfg.app_name, route_prefix="/", blocking=False)
     end = time.monotonic() + timeout_s
     while True:
         status = serve.status().applications.get(cfg.app_name)

@@ -24,10 +24,16 @@ Record kinds (all carry `kind`, `episode_id`, `time` in Unix seconds):
   ({camera: PNG/JPEG bytes or uint8 array}), `state` (float32 array),
   `actions` (float32 [chunk, action_dim] array), `cot`, `think`, `seed`
 - `reward`: `reward` (0/1); when several arrive for one episode the last wins.
+
+Episodes are assembled here and nowhere else (`Episode.add`, used by `ReplayReader.episodes`
+and by the RL rollout buffer, which folds records in as it polls a live buffer): the start
+record gives version, embodiment, instruction and start time (a step's when the start record
+is missing), steps are kept ordered by (step, time), and the reward posted last wins.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import itertools
 import os
@@ -164,10 +170,33 @@ class Episode:
     start_time: float | None = None
     steps: list = dataclasses.field(default_factory=list)  # step records, ordered by (step, time)
     reward: int | None = None  # 0/1, None until posted
+    reward_time: float | None = None  # when the reward in `reward` was posted
 
     @property
     def policy_versions(self) -> set:
         return {s["policy_version"] for s in self.steps}
+
+    def add(self, record: dict) -> None:
+        """Fold one record of this episode in; records may arrive in any order, across segments."""
+        kind = record.get("kind")
+        if kind == KIND_EPISODE:
+            self.policy_version, self.embodiment = record.get("policy_version"), record.get("embodiment")
+            self.instruction, self.start_time = record.get("instruction"), record.get("time")
+        elif kind == KIND_STEP:
+            bisect.insort(self.steps, record, key=_step_order)
+            if self.policy_version is None:
+                self.policy_version = record.get("policy_version")
+            if self.start_time is None:
+                self.start_time = record.get("time")
+        elif kind == KIND_REWARD:  # the last reward posted wins
+            t = float(record.get("time", 0.0))
+            if self.reward_time is None or t >= self.reward_time:
+                self.reward_time, self.reward = t, int(record["reward"])
+
+
+def _step_order(step: dict) -> tuple[float, float]:
+    """(step index, time); records without a step index go last."""
+    return (float("inf") if step.get("step") is None else step["step"], step.get("time", 0.0))
 
 
 class ReplayReader:
@@ -214,28 +243,10 @@ class ReplayReader:
     def episodes(self, decode: bool = True) -> dict[str, Episode]:
         """Episodes by id, steps ordered, reward attached (the last one posted)."""
         episodes: dict[str, Episode] = {}
-        rewards: dict[str, tuple[float, int]] = {}
         for rec in self.records(decode=decode):
             eid = rec.get("episode_id")
-            if not isinstance(eid, str):
-                continue
-            ep = episodes.setdefault(eid, Episode(eid))
-            kind = rec["kind"]
-            if kind == KIND_EPISODE:
-                ep.policy_version, ep.embodiment = rec.get("policy_version"), rec.get("embodiment")
-                ep.instruction, ep.start_time = rec.get("instruction"), rec.get("time")
-            elif kind == KIND_STEP:
-                ep.steps.append(rec)
-                if ep.policy_version is None:
-                    ep.policy_version = rec.get("policy_version")
-            elif kind == KIND_REWARD:
-                if eid not in rewards or rec["time"] >= rewards[eid][0]:
-                    rewards[eid] = (rec["time"], int(rec["reward"]))
-        for eid, (_, reward) in rewards.items():
-            episodes[eid].reward = reward
-        inf = float("inf")
-        for ep in episodes.values():
-            ep.steps.sort(key=lambda s: (inf if s.get("step") is None else s["step"], s.get("time", 0.0)))
+            if isinstance(eid, str):
+                episodes.setdefault(eid, Episode(eid)).add(rec)
         return episodes
 
     def _read_segment(self, path: Path, offset: int) -> Iterator[tuple[dict, int]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from syvla.cli import Presets, field
 from syvla.model.config import ActionExpertConfig, SyVLAConfig, VisionTowerConfig, VLMConfig, paper_config
 
 STAGES = ("pretrain", "finetune")
@@ -23,21 +24,17 @@ PRECISIONS = ("auto", "fp32", "bf16")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")  # Ray placement groups
 
 
-def _field(default, help_text: str):
-    return dataclasses.field(default=default, metadata={"help": help_text})
-
-
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
     """AdamW and its cosine-with-warm-up schedule (Table 7)."""
 
-    peak_lr: float = _field(1e-4, "learning rate at the end of warm-up (Table 7: 1e-4 pretrain, 3e-5 fine-tune)")
-    decay_lr: float = _field(1e-5, "learning rate at the last step (Table 7: 1e-5 pretrain, 3e-6 fine-tune)")
-    warmup_steps: int = _field(5000, "linear warm-up steps (Table 7: 5000 pretrain, 1000 fine-tune)")
-    betas: tuple[float, float] = _field((0.9, 0.999), "AdamW betas (Table 7: (0.9, 0.999) pretrain, (0.9, 0.995) fine-tune)")
-    eps: float = _field(1e-8, "AdamW epsilon (Table 7)")
-    weight_decay: float = _field(0.01, "AdamW weight decay (not in Table 7; torch's default)")
-    clip_grad_norm: float = _field(1.0, "global gradient L2-norm clip (Table 7)")
+    peak_lr: float = field(1e-4, "learning rate at the end of warm-up (Table 7: 1e-4 pretrain, 3e-5 fine-tune)")
+    decay_lr: float = field(1e-5, "learning rate at the last step (Table 7: 1e-5 pretrain, 3e-6 fine-tune)")
+    warmup_steps: int = field(5000, "linear warm-up steps (Table 7: 5000 pretrain, 1000 fine-tune)")
+    betas: tuple[float, float] = field((0.9, 0.999), "AdamW betas (Table 7: (0.9, 0.999) pretrain, (0.9, 0.995) fine-tune)")
+    eps: float = field(1e-8, "AdamW epsilon (Table 7)")
+    weight_decay: float = field(0.01, "AdamW weight decay (not in Table 7; torch's default)")
+    clip_grad_norm: float = field(1.0, "global gradient L2-norm clip (Table 7)")
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -56,12 +53,12 @@ class OptimConfig:
 class DataConfig:
     """Where the training frames come from and how the stream mixes them."""
 
-    path: str = _field("data/prepared/metaworld", "prepared data root (prepare_data output: one shard folder per "
+    path: str = field("data/prepared/metaworld", "prepared data root (prepare_data output: one shard folder per "
                        "dataset, norm_stats.json, manifest.json); VQA datasets prepared there are the multimodal share")
-    tasks: tuple[str, ...] = _field((), "keep only these tasks (Meta-World names like reach-v3, or instruction text); () = all")
-    multimodal_ratio: float = _field(0.35, "share of VQA samples in the stream (App. A: 35% pretraining / 30% fine-tuning)")
-    shuffle_seed: int = _field(0, "seed of the stream's mixing and shuffling (every epoch repeats the same order)")
-    prefetch_batches: int = _field(2, "batches Ray Data prepares ahead of the train step")
+    tasks: tuple[str, ...] = field((), "keep only these tasks (Meta-World names like reach-v3, or instruction text); () = all")
+    multimodal_ratio: float = field(0.35, "share of VQA samples in the stream (App. A: 35% pretraining / 30% fine-tuning)")
+    shuffle_seed: int = field(0, "seed of the stream's mixing and shuffling (every epoch repeats the same order)")
+    prefetch_batches: int = field(2, "batches Ray Data prepares ahead of the train step")
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -75,11 +72,11 @@ class DataConfig:
 class ScaleConfig:
     """Ray Train workers (one DeepSpeed rank each)."""
 
-    num_workers: int = _field(2, "data-parallel workers")
-    use_gpu: bool = _field(False, "one GPU per worker")
-    cpus_per_worker: float = _field(0.5, "CPUs reserved per worker; < 1 on small machines leaves CPUs to Ray Data")
-    max_failures: int = _field(2, "worker-group restarts from the last checkpoint before the run fails")
-    placement_strategy: str = _field("PACK", "Ray placement of the workers: PACK (fewest nodes), SPREAD, "
+    num_workers: int = field(2, "data-parallel workers")
+    use_gpu: bool = field(False, "one GPU per worker")
+    cpus_per_worker: float = field(0.5, "CPUs reserved per worker; < 1 on small machines leaves CPUs to Ray Data")
+    max_failures: int = field(2, "worker-group restarts from the last checkpoint before the run fails")
+    placement_strategy: str = field("PACK", "Ray placement of the workers: PACK (fewest nodes), SPREAD, "
                                              "STRICT_PACK or STRICT_SPREAD (one worker per node)")
 
     def __post_init__(self):
@@ -92,26 +89,26 @@ class ScaleConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    name: str = _field("pretrain-debug", "run name: Ray Train keeps the run under storage_path/name; same name = resume")
-    stage: str = _field("pretrain", "pretrain or finetune (recorded in checkpoints)")
-    storage_path: str = _field("runs", "Ray Train storage (local dir or URI); relative paths are made absolute")
-    model: SyVLAConfig = dataclasses.field(default_factory=SyVLAConfig)
-    init_from: str = _field("", "policy checkpoint to start from (fine-tuning); its model config replaces `model`")
-    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
-    data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    scale: ScaleConfig = dataclasses.field(default_factory=ScaleConfig)
-    global_batch_size: int = _field(512, "samples per optimizer step over all workers (Table 7: 512 / 32)")
-    grad_accum_steps: int = _field(1, "micro-batches accumulated per optimizer step")
-    max_steps: int = _field(100_000, "optimizer steps; the cosine schedule ends here")
-    checkpoint_every: int = _field(1000, "report a checkpoint every N optimizer steps (and at the end)")
-    keep_checkpoints: int = _field(3, "checkpoints Ray Train keeps (the newest)")
-    log_every: int = _field(50, "console / TensorBoard logging period in steps")
-    decoupling: bool = _field(True, "Intention Decoupling (§3.2) in the training loss; off only for ablations")
-    train_on_padding: bool = _field(False, "also fit the chunk steps past an episode's end (the repeated last action, "
+    name: str = field("pretrain-debug", "run name: Ray Train keeps the run under storage_path/name; same name = resume")
+    stage: str = field("pretrain", "pretrain or finetune (recorded in checkpoints)")
+    storage_path: str = field("runs", "Ray Train storage (local dir or URI); relative paths are made absolute")
+    model: SyVLAConfig = field(default_factory=SyVLAConfig, help="the policy (syvla.model.config); --model.* flags")
+    init_from: str = field("", "policy checkpoint to start from (fine-tuning); its model config replaces `model`")
+    optim: OptimConfig = field(default_factory=OptimConfig, help="AdamW and its schedule (Table 7)")
+    data: DataConfig = field(default_factory=DataConfig, help="prepared data and the mixture stream")
+    scale: ScaleConfig = field(default_factory=ScaleConfig, help="Ray Train workers")
+    global_batch_size: int = field(512, "samples per optimizer step over all workers (Table 7: 512 / 32)")
+    grad_accum_steps: int = field(1, "micro-batches accumulated per optimizer step")
+    max_steps: int = field(100_000, "optimizer steps; the cosine schedule ends here")
+    checkpoint_every: int = field(1000, "report a checkpoint every N optimizer steps (and at the end)")
+    keep_checkpoints: int = field(3, "checkpoints Ray Train keeps (the newest)")
+    log_every: int = field(50, "console / TensorBoard logging period in steps")
+    decoupling: bool = field(True, "Intention Decoupling (§3.2) in the training loss; off only for ablations")
+    train_on_padding: bool = field(False, "also fit the chunk steps past an episode's end (the repeated last action, "
                                            "masked by default): closed-loop policies then hold still after the goal")
-    precision: str = _field("auto", "auto = bf16 on GPU, fp32 on CPU")
-    zero_stage: int = _field(2, "DeepSpeed ZeRO stage (the paper: 2)")
-    seed: int = _field(0, "model init and flow-noise seed")
+    precision: str = field("auto", "auto = bf16 on GPU, fp32 on CPU")
+    zero_stage: int = field(2, "DeepSpeed ZeRO stage (the paper: 2)")
+    seed: int = field(0, "model init and flow-noise seed")
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -196,15 +193,13 @@ def finetune_debug() -> TrainConfig:
     )
 
 
-PRESETS = {
+PRESETS = Presets("training", {
     "pretrain-paper": pretrain_paper,
     "finetune-paper": finetune_paper,
     "pretrain-debug": pretrain_debug,
     "finetune-debug": finetune_debug,
-}
+})
 
 
 def preset(name: str) -> TrainConfig:
-    if name not in PRESETS:
-        raise KeyError(f"unknown training preset {name!r}; choose from {sorted(PRESETS)}")
-    return PRESETS[name]()
+    return PRESETS.build(name)

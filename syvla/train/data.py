@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from syvla import constants as K
-from syvla.normalize import NormStats
+from syvla.normalize import NORM_STATS_FILE, NormStats
 from syvla.train.config import DataConfig
 
 MANIFEST = "manifest.json"
@@ -35,7 +35,7 @@ def filter_tasks_table(table: pa.Table, texts: Sequence[str]) -> pa.Table:
 
 
 def load_norm_stats(prepared: str | Path) -> NormStats:
-    return NormStats.load(Path(prepared) / K.CKPT_NORM_STATS)
+    return NormStats.load(Path(prepared) / NORM_STATS_FILE)
 
 
 def prepared_manifest(prepared: str | Path) -> dict:

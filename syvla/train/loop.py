@@ -236,6 +236,8 @@ def world_size(engine) -> int:
 
 def is_complete(directory: str | Path) -> bool:
     """Every rank's state file, its ZeRO shard, the DeepSpeed module state and the policy are present."""
+    from syvla.model.checkpoint import is_checkpoint_dir
+
     d = Path(directory)
     try:
         info = json.loads((d / TRAIN_STATE_DIR / "rank_0.json").read_text())
@@ -246,7 +248,7 @@ def is_complete(directory: str | Path) -> bool:
     return (all((d / TRAIN_STATE_DIR / f"rank_{r}.json").exists() for r in ranks)
             and (ds / "mp_rank_00_model_states.pt").exists()
             and all(any(ds.glob(f"*zero_pp_rank_{r}_*optim_states.pt")) for r in ranks)
-            and (d / POLICY_DIR / "policy_version").exists())
+            and is_checkpoint_dir(d / POLICY_DIR))
 
 
 def latest_complete_checkpoint(run_dir: str | Path) -> Path | None:

@@ -1,65 +1,32 @@
-"""Shared steps of pipelines/pretrain.py and pipelines/finetune.py: parse, connect, data, train, export.
+"""Shared steps of pipelines/pretrain.py and pipelines/finetune.py: demos, data, train, export.
 
-Kept here so the pipeline scripts stay wiring. Nothing here starts Ray by itself
-except `connect_ray`, which the pipelines call.
+Kept here so the pipeline scripts stay wiring. Nothing here connects to Ray: the
+pipelines do (pipelines/common.py `connect_ray`) before calling `train`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
-from syvla.cli import add_dataclass_args, apply_overrides
-from syvla.train.config import PRESETS, TrainConfig, preset
+from syvla.cli import field
+from syvla.train.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
     """The Meta-World demonstrations a debug run trains on: collected once, prepared once, then reused."""
 
-    tasks: str = "reach-v3,push-v3,button-press-topdown-v3"  # comma-separated tasks to collect
-    episodes_per_task: int = 40  # expert episodes per task
-    image_size: int = 64  # camera px (the model resizes per tower)
-    raw: str = "data/metaworld"  # LeRobot v3.0 dataset written by pipelines/collect_sim.py
-    collect: bool = True  # collect (or reuse) the raw demos and prepare them into --data.path; false = use it as is
-    seed: int = 0  # collection seed (layouts)
-
-
-def parse(argv, default_preset: str, description: str) -> tuple[TrainConfig, DemoConfig]:
-    """--preset NAME, then any TrainConfig field (--optim.peak_lr ...) and DemoConfig field (--demos.tasks ...)."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default=default_preset, choices=sorted(PRESETS))
-    known, _ = pre.parse_known_args(argv)
-    parser = argparse.ArgumentParser(description=description, parents=[pre],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, TrainConfig)
-    add_dataclass_args(parser, DemoConfig, prefix="demos.")
-    args = vars(parser.parse_args(argv))
-    args.pop("preset")
-    demo_args = {k[len("demos."):]: v for k, v in args.items() if k.startswith("demos.")}
-    train_args = {k: v for k, v in args.items() if not k.startswith("demos.")}
-    try:
-        return apply_overrides(preset(known.preset), train_args), apply_overrides(DemoConfig(), demo_args)
-    except (ValueError, KeyError) as e:
-        parser.error(str(e))
-
-
-def connect_ray():
-    """Join the cluster of `ray job submit` ($RAY_ADDRESS) or start a local one on this machine's CPUs."""
-    import ray
-
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(address=os.environ["RAY_ADDRESS"])
-        else:
-            # address="local": a new cluster even when another one runs on this machine.
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False)
-    return ray
+    tasks: str = field("reach-v3,push-v3,button-press-topdown-v3", "comma-separated Meta-World tasks to collect")
+    episodes_per_task: int = field(40, "scripted expert episodes per task")
+    image_size: int = field(64, "camera pixels of the collected views (the model resizes per tower)")
+    raw: str = field("data/metaworld", "LeRobot v3.0 dataset written by pipelines/collect_sim.py")
+    collect: bool = field(True, "collect (or reuse) the raw demos and prepare them into --data.path; "
+                                "false = train on --data.path as it is")
+    seed: int = field(0, "collection seed (layouts)")
 
 
 def ensure_demos(demos: DemoConfig, collect_main) -> Path:

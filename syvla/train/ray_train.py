@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from syvla.model.checkpoint import is_checkpoint_dir
 from syvla.normalize import NormStats
 from syvla.train import loop
 from syvla.train.config import TrainConfig
@@ -96,8 +97,8 @@ def make_trainer(cfg: TrainConfig, datasets: dict, norm_stats: NormStats, *,
         raise KeyError("datasets must contain a 'train' dataset")
     if cfg.init_from and "://" not in cfg.init_from:  # workers do not run in the driver's directory
         init = Path(cfg.init_from).expanduser().resolve()
-        if not (init / "config.json").exists():
-            raise FileNotFoundError(f"init_from {init} is not a policy checkpoint (no config.json)")
+        if not is_checkpoint_dir(init):
+            raise FileNotFoundError(f"init_from {init} is not a policy checkpoint directory")
         cfg = dataclasses.replace(cfg, init_from=str(init))
     s = cfg.scale
     resources = {"CPU": s.cpus_per_worker}
@@ -135,6 +136,6 @@ def policy_checkpoint(result) -> Path:
     if result.checkpoint is None:
         raise RuntimeError(f"training run produced no checkpoint (error: {result.error})")
     path = Path(result.checkpoint.path) / loop.POLICY_DIR
-    if not (path / "config.json").exists():
+    if not is_checkpoint_dir(path):
         raise FileNotFoundError(f"{path} is not a policy checkpoint")
     return path

@@ -18,7 +18,7 @@ from syvla.data.chunking import PREPARED_SCHEMA
 from syvla.data.columns import list_column, vectors
 from syvla.data.stats import norm_stats_exact
 from syvla.data.synthetic import synthetic_episode
-from syvla.normalize import NormStats
+from syvla.normalize import NORM_STATS_FILE, NormStats
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 30
@@ -101,7 +101,7 @@ def test_prepare_data_end_to_end(ray_local, tmp_path, capsys):
     vqa_rows = pq.read_table(out / "coco_vqa").to_pylist()
     assert len(vqa_rows) == 3 and all(r[K.KIND] == K.KIND_VQA and r[K.ACTIONS] == [] for r in vqa_rows)
 
-    stats = NormStats.load(out / K.CKPT_NORM_STATS)
+    stats = NormStats.load(out / NORM_STATS_FILE)
     assert stats.names() == ["metaworld"]  # VQA data carries no state/action
     exact = norm_stats_exact(shards)["metaworld"]
     for feature in ("state", "action"):
@@ -127,7 +127,7 @@ def test_prepare_data_end_to_end(ray_local, tmp_path, capsys):
     native = shards.sort_by([(K.EPISODE_ID, "ascending"), (K.FRAME_INDEX, "ascending")])
     want = A.to_eef_relative(vectors(native, K.ACTION), vectors(native, K.STATE), A.METAWORLD_EEF)
     np.testing.assert_allclose(vectors(rel, K.ACTION), want, atol=1e-7)
-    assert NormStats.load(out / K.CKPT_NORM_STATS)["metaworld"].action.dim == 7
+    assert NormStats.load(out / NORM_STATS_FILE)["metaworld"].action.dim == 7
     assert json.loads((out / "manifest.json").read_text())["action_representation"] == "eef_relative"
 
 

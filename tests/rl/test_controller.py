@@ -9,13 +9,13 @@ import pytest
 from rl_testlib import write_episode
 
 from syvla import constants as K
-from syvla.model.checkpoint import read_config, read_policy_version
-from syvla.normalize import NormStats
+from syvla.model.checkpoint import read_config, read_metadata, read_norm_stats, read_policy_version
 from syvla.rl.advantages import AdvantageConfig
 from syvla.rl.config import debug_rl_config
-from syvla.rl.controller import RLController, RLWorkers, local_workers
+from syvla.rl.controller import STATE_FILE, RLController, RLWorkers, local_workers
 from syvla.rl.fpo import FPOConfig
 from syvla.rl.guidance import SampleRetriever, clip_encoder
+from syvla.rl.metrics import METRICS_FILE
 from syvla.rl.retrieval import RetrievalConfig
 from syvla.rl.rollouts import RolloutCollector
 from syvla.rl.value_trainer import ValueTrainer
@@ -61,7 +61,7 @@ def _spy_run(tmp_path, ckpt, experts, name, **over):
     cfg = debug_rl_config(**{**SMALL, **over})
     replay = tmp_path / name / "replay"
     policy_cfg = read_config(ckpt)
-    stats = NormStats.load(Path(ckpt) / K.CKPT_NORM_STATS)
+    stats = read_norm_stats(ckpt)
     retriever = SampleRetriever(experts, clip_encoder(), cfg.retrieval, cfg.seed) if cfg.use_expert_data else None
     spy = SpyLearners()
     workers = RLWorkers(RolloutCollector(replay), retriever, ValueTrainer(cfg, policy_cfg, stats, experts), spy)
@@ -110,7 +110,7 @@ def test_controller_resumes_from_its_state_after_a_crash(tmp_path, rl_ckpts, exp
     first = Robots(replay, fail_on="1")
     with pytest.raises(RuntimeError, match="simulated crash"):
         controller(first).run()  # crashes while collecting for RL episode 1
-    saved = json.loads((run / "state.json").read_text())
+    saved = json.loads((run / STATE_FILE).read_text())
     assert (saved["episode"], saved["version"]) == (1, 1) and len(saved["consumed"]) == 2
     assert [v for v, _ in published] == [1]
 
@@ -125,11 +125,11 @@ def test_controller_resumes_from_its_state_after_a_crash(tmp_path, rl_ckpts, exp
     assert {v for ids in state.rollout_versions.values() for v in ids.values()} == {0, 1}
     assert len(set(state.consumed)) == len(state.consumed) == 6
     assert state.final["version"] == 2 and state.final["rollouts"] == 2
-    v2 = json.loads((Path(state.checkpoints["2"]) / "config.json").read_text())
+    v2 = read_metadata(state.checkpoints["2"])
     assert v2["rl"]["parent_version"] == 1  # the resumed learners continued from v1's weights
     assert read_policy_version(state.checkpoints["2"]) == 2
     assert resumed.workers.learners.learners[0].version == 2
-    report = json.loads((run / "metrics.json").read_text())
+    report = json.loads((run / METRICS_FILE).read_text())
     assert set(report["success_by_version"]) == {"0", "1", "2"}
     assert (run / "success_rate.png").stat().st_size > 0
     assert dataclasses.asdict(state)["warmup"]["value_warmup_steps"] == 3

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from syvla.serving.launch import ServeRunConfig, newest_checkpoint, resolve_checkpoint, serve_config
+from syvla.model.checkpoint import POLICY_VERSION_FILE, newest_checkpoint
+from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config
 
 
 def test_newest_checkpoint_and_explicit_one(tmp_path, debug_ckpts):
@@ -18,7 +19,7 @@ def test_newest_checkpoint_and_explicit_one(tmp_path, debug_ckpts):
     shutil.copytree(debug_ckpts[0], old)
     shutil.copytree(debug_ckpts[1], new)
     past = time.time() - 100
-    os.utime(old / "policy_version", (past, past))
+    os.utime(old / POLICY_VERSION_FILE, (past, past))
     assert newest_checkpoint(root) == new and newest_checkpoint(tmp_path / "none") is None
     logs = []
     path, version = resolve_checkpoint(ServeRunConfig(checkpoints_dir=str(root)), log=logs.append)
@@ -40,3 +41,22 @@ def test_missing_checkpoint_creates_a_debug_one_and_says_so(tmp_path, monkeypatc
     assert (server.api_key, server.checkpoint, server.replay_dir) == ("from-env", str(path), str(tmp_path / "replay"))
     with pytest.raises(ValueError, match="ServeRunConfig.port"):
         ServeRunConfig(port=0)
+
+
+def test_deployment_options_have_one_source():
+    """cluster/serve_config.yaml states the same Serve options that DeploymentConfig derives."""
+    from pathlib import Path
+
+    import yaml
+
+    from syvla.serving.config import DeploymentConfig
+
+    app = yaml.safe_load((Path(__file__).resolve().parents[2] / "cluster" / "serve_config.yaml").read_text())
+    app = app["applications"][0]
+    dep = {k: v for k, v in app["deployments"][0].items() if k not in ("name", "user_config")}
+    assert DeploymentConfig().options(app["args"]["max_batch_size"]) == dep
+    fixed = DeploymentConfig(num_replicas=2).options(8)
+    assert fixed["num_replicas"] == 2 and "autoscaling_config" not in fixed
+    assert ServeRunConfig().deployment == DeploymentConfig()
+    with pytest.raises(ValueError, match="DeploymentConfig.max_replicas"):
+        DeploymentConfig(min_replicas=3, max_replicas=2)

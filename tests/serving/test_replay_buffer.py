@@ -126,3 +126,18 @@ def test_writer_never_reuses_a_segment_and_rejects_bad_ids(tmp_path):
     assert [p.name for p in rb.ReplayReader(tmp_path).segments()] == ["x.000000.seg", "x.000001.seg"]
     with pytest.raises(ValueError, match="writer_id"):
         rb.ReplayWriter(tmp_path, writer_id="a/b")
+
+
+def test_episode_assembly_from_records_in_any_order():
+    """One assembly rule for the reader and the RL rollout buffer: start record, step order, last reward."""
+    ep = rb.Episode("e")
+    ep.add({"kind": rb.KIND_REWARD, "episode_id": "e", "time": 9.0, "reward": 1})
+    ep.add({"kind": rb.KIND_STEP, "episode_id": "e", "step": 1, "time": 3.0, "policy_version": 2})
+    ep.add({"kind": rb.KIND_STEP, "episode_id": "e", "step": None, "time": 1.0, "policy_version": 2})
+    ep.add({"kind": rb.KIND_STEP, "episode_id": "e", "step": 0, "time": 2.0, "policy_version": 2})
+    assert (ep.policy_version, ep.start_time) == (2, 3.0)  # no start record yet: the first step's
+    ep.add({"kind": rb.KIND_REWARD, "episode_id": "e", "time": 8.0, "reward": 0})  # posted earlier: loses
+    ep.add({"kind": rb.KIND_EPISODE, "episode_id": "e", "time": 0.5, "policy_version": 2, "embodiment": "metaworld",
+            "instruction": "pick"})
+    assert [s["step"] for s in ep.steps] == [0, 1, None] and ep.reward == 1
+    assert (ep.start_time, ep.embodiment, ep.instruction) == (0.5, "metaworld", "pick")

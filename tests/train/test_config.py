@@ -57,3 +57,32 @@ def test_micro_batch_and_storage():
     assert cfg.micro_batch_size == 8
     assert cfg.storage_uri().startswith("/") and cfg.storage_uri().endswith("/runs")
     assert parse(["--storage_path", "s3://bucket/x"]).storage_uri() == "s3://bucket/x"
+
+
+def test_pipeline_parser_presets_prefixes_and_help(capsys):
+    import dataclasses
+
+    from syvla.cli import Presets, field, parse_configs
+    from syvla.train.pipeline import DemoConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class Out:
+        out: str = field("", "where the policy goes")
+
+    cfg, out, demos = parse_configs(["--preset", "finetune-debug", "--max_steps", "7", "--out", "x",
+                                     "--demos.tasks", "push-v3"], "", Out(), ("demos", DemoConfig()),
+                                    presets=PRESETS, preset="pretrain-debug")
+    assert (cfg.name, cfg.max_steps, out.out, demos.tasks) == ("finetune-debug", 7, "x", "push-v3")
+    assert demos.episodes_per_task == DemoConfig().episodes_per_task
+    with pytest.raises(SystemExit):
+        parse_configs(["--global_batch_size", "33"], "", presets=PRESETS, preset="pretrain-debug")
+    assert "global_batch_size" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_configs(["--help"], "", ("demos", DemoConfig()), presets=PRESETS, preset="pretrain-debug")
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert "learning rate at the end of warm-up (Table 7" in text and "(default: 0.001)" in text  # the preset's
+    assert "--demos.episodes_per_task" in text and "scripted expert episodes per task (default: 40)" in text
+    with pytest.raises(KeyError, match="unknown colour preset 'x'; choose from \\['a'\\]"):
+        Presets("colour", {"a": dict}).build("x")
+    with pytest.raises(ValueError, match="help"):
+        field(1)

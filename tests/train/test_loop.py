@@ -5,6 +5,7 @@ import json
 import pyarrow as pa
 
 from syvla import constants as K
+from syvla.model.checkpoint import REQUIRED_FILES
 from syvla.train import loop
 from syvla.train.data import filter_tasks_table, task_texts
 from syvla.train.metrics import MetricsLogger, read_history
@@ -56,7 +57,8 @@ def fake_checkpoint(root, step, world=2, complete=True):
     d = root / f"step_{step:08d}"
     (d / loop.TRAIN_STATE_DIR).mkdir(parents=True)
     (d / loop.POLICY_DIR).mkdir()
-    (d / loop.POLICY_DIR / "policy_version").write_text("0\n")
+    for name in REQUIRED_FILES:  # an (empty) policy checkpoint directory
+        (d / loop.POLICY_DIR / name).write_text("0\n")
     ds = d / loop.DEEPSPEED_DIR / loop.DEEPSPEED_TAG
     ds.mkdir(parents=True)
     (ds / "mp_rank_00_model_states.pt").write_bytes(b"")

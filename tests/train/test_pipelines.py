@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from syvla.model.checkpoint import WEIGHTS_FILE, read_metadata
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
@@ -22,13 +24,13 @@ def test_pretrain_finetune_evaluate(ray_local, tmp_path):
               "--scale.num_workers", "1", "--scale.cpus_per_worker", "0.5"]
     pre_out = tmp_path / "ckpt" / "pre"
     assert pretrain.main([*common, "--name", "pre", "--out", str(pre_out)]) == 0
-    assert (pre_out / "model.safetensors").exists()
-    assert json.loads((pre_out / "config.json").read_text())["train"]["stage"] == "pretrain"
+    assert (pre_out / WEIGHTS_FILE).exists()
+    assert read_metadata(pre_out)["train"]["stage"] == "pretrain"
 
     assert finetune.main([*common, "--name", "ft", "--init_from", str(pre_out), "--data.tasks", "reach-v3",
                           "--out_dir", str(tmp_path / "ckpt")]) == 0
     ft_out = tmp_path / "ckpt" / "ft-reach-v3"
-    meta = json.loads((ft_out / "config.json").read_text())["train"]
+    meta = read_metadata(ft_out)["train"]
     assert meta["stage"] == "finetune" and meta["init_from"] == str(pre_out.resolve()) and meta["step"] == 2
 
     result_file = tmp_path / "eval.json"

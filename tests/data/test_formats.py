@@ -17,6 +17,7 @@ import pytest
 from syvla import constants as K
 from syvla.data import images
 from syvla.data import lerobot as lr
+from syvla.data.lerobot import layout as lr_layout
 from syvla.data.readers import detect_format, list_episodes, read_dataset
 from syvla.data.schema import FRAME_SCHEMA, SchemaError
 
@@ -217,9 +218,9 @@ def test_reads_lerobot_written_v21(tmp_path):
     assert t.column(K.IMAGE_VIEWS).to_pylist() == [["image"], ["image"]]
     assert t.column(K.SUCCESS).to_pylist() == [None, None] and t.column(K.COT).to_pylist() == [None, None]
     np.testing.assert_array_equal(images.decode(t.column(K.IMAGES)[1].as_py()[0]), frame_image(1, 1))
-    assert lr._flat_names({"motors": ["a", "b"]}) == ["a", "b"] and lr._flat_names([["a", "b"]]) == ["a", "b"]
-    assert lr._image_layout({"shape": [3, H, W], "names": ["channels", "height", "width"]}) == "chw"
-    assert lr._image_layout({"shape": [H, W, 3], "names": None}) == "hwc"
+    assert lr_layout.flat_names({"motors": ["a", "b"]}) == ["a", "b"] and lr_layout.flat_names([["a", "b"]]) == ["a", "b"]
+    assert lr_layout.image_layout({"shape": [3, H, W], "names": ["channels", "height", "width"]}) == "chw"
+    assert lr_layout.image_layout({"shape": [H, W, 3], "names": None}) == "hwc"
 
 
 def test_reads_raw_chw_array_images_and_pandas_tasks_v30(tmp_path):

@@ -6,7 +6,7 @@ and the trainer-side data wait when streaming the chunked dataset into a torch t
 
 1. Generates a Meta-World-like dataset in the collector's format (LeRobot v3.0, h264 video, 3 views;
    syvla.data.synthetic episodes) under --data_dir, with a few planted defects, reused when present.
-2. Ray: syvla.data.ray_stages.prepare (read -> clean -> chunk -> write shards -> statistics) on a local
+2. Ray: syvla.data.prepare.prepare (read -> clean -> chunk -> write shards -> statistics) on a local
    Ray with --num_cpus CPUs; the Ray start itself is not timed (a cluster is up before jobs run).
 3. pandas: the same steps in one process (pandas DataFrame/groupby for the data handling, the library's
    per-episode numpy functions for the math, so both produce the same rows: checked).
@@ -35,9 +35,10 @@ import pyarrow.parquet as pq
 import syvla  # noqa: F401  (torchvision shim before anything imports torchvision)
 from syvla import constants as K
 from syvla.data import cleaning as C
+from syvla.data import prepared
 from syvla.data.chunking import PREPARED_SCHEMA, chunk_actions
 from syvla.data.readers import read_dataset
-from syvla.normalize import NORM_STATS_FILE, DatasetStats, FeatureStats, NormStats
+from syvla.normalize import DatasetStats, FeatureStats, NormStats
 
 NAME = "bench"
 
@@ -115,8 +116,8 @@ def pandas_prepare(path: Path, out: Path, ccfg: C.CleaningConfig, chunk_len: int
     state, action = np.stack(df[K.STATE].to_numpy()), np.stack(df[K.ACTION].to_numpy())
     stats = NormStats({NAME: DatasetStats(FeatureStats.from_array(state), FeatureStats.from_array(action))})
     (out / NAME).mkdir(parents=True, exist_ok=True)
-    df[list(PREPARED_SCHEMA.names)].to_parquet(out / NAME / "part-0.parquet", schema=PREPARED_SCHEMA, index=False)
-    stats.save(out / NORM_STATS_FILE)
+    df[list(PREPARED_SCHEMA.names)].to_parquet(out / NAME / prepared.shard_name(0), schema=PREPARED_SCHEMA, index=False)
+    stats.save(prepared.norm_stats_path(out))
     return report.total("frames_in"), report.total("frames_out"), stats
 
 
@@ -125,7 +126,7 @@ def train_wait_share(ray, prepared: Path, cfg: BenchConfig) -> tuple[float, floa
     import torch
     from torch import nn
 
-    from syvla.data.ray_stages import read_prepared, to_tensor_batches
+    from syvla.data.stream import read_prepared, to_tensor_batches
 
     torch.manual_seed(0)
     torch.set_num_threads(1)  # one core for the trainer, the other for Ray Data
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
 
         import ray
 
-        from syvla.data.ray_stages import PrepareConfig, prepare
+        from syvla.data.prepare import PrepareConfig, prepare
 
         ray_times, pd_times = [], []
         for rep in range(cfg.repeats):  # alternate the two so that load from other processes hits both alike

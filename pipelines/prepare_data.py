@@ -6,8 +6,9 @@
     ray job submit -- python pipelines/prepare_data.py --output /shared/prepared
 
 Writes <output>/<dataset>/*.parquet (frames + `actions`/`action_mask` chunks),
-norm_stats.json (NormStats), cleaning_report.json (also printed) and manifest.json.
-Every field of syvla.data.ray_stages.PrepareConfig is a flag; cleaning fields
+the normalization statistics, the cleaning report (also printed) and the manifest
+(the prepared-data format: syvla.data.prepared).
+Every field of syvla.data.prepare.PrepareConfig is a flag; cleaning fields
 are --cleaning.<field>.
 """
 
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (c
 import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
 from common import connect_ray  # noqa: E402
 from syvla.cli import parse_configs  # noqa: E402
-from syvla.data.ray_stages import PrepareConfig  # noqa: E402
+from syvla.data.prepare import PrepareConfig  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,7 @@ def parse_args(argv=None) -> tuple[PrepareConfig, ClusterConfig]:
 def main(argv=None) -> int:
     cfg, cluster = parse_args(argv)
     connect_ray(cluster.address, cluster.num_cpus)
-    from syvla.data.ray_stages import prepare
+    from syvla.data.prepare import prepare
 
     print(f"[prepare_data] {', '.join(cfg.inputs)} -> {cfg.output} (chunk {cfg.chunk_len}, "
           f"actions {cfg.action_representation})", flush=True)

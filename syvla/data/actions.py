@@ -38,6 +38,11 @@ import dataclasses
 from typing import Mapping
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from syvla import constants as K
+from syvla.data.columns import combine, list_column, vectors
 
 ROTATION_WIDTHS = {"axis_angle": 3, "quat_wxyz": 4, "euler_xyz": 3, "rot6d": 6}
 ACTION_TYPES = ("absolute_pose", "world_delta")
@@ -328,3 +333,27 @@ def eef_spec(dataset: str, specs: Mapping[str, EefSpec] | None = None) -> EefSpe
 
 def register_eef_spec(dataset: str, spec: EefSpec) -> None:
     EEF_SPECS[dataset] = spec
+
+
+# ---- a frame table's action column in the chosen representation ----------------------
+ACTION_REPRESENTATIONS = ("native", "eef_relative")  # what prepare writes into the `action` column
+
+
+def to_action_representation(table: pa.Table, representation: str, rotation: str = "axis_angle",
+                             specs: Mapping[str, EefSpec] | None = None) -> pa.Table:
+    """Replace the robot rows' `action` [frames, action_dim] by the chosen representation (native: unchanged;
+    eef_relative: [frames, unified_dim(rotation)] per the dataset's registered EefSpec)."""
+    if representation == "native":
+        return table
+    if representation != "eef_relative":
+        raise ValueError(f"action representation must be one of {ACTION_REPRESENTATIONS}, got {representation!r}")
+    robot = pc.equal(table.column(K.KIND), K.KIND_ROBOT).to_numpy(zero_copy_only=False)
+    if not robot.any():
+        return table
+    names = set(combine(table.column(K.DATASET)).filter(pa.array(robot)).to_pylist())
+    if len(names) != 1 or not robot.all():
+        raise ValueError(f"eef_relative conversion takes batches of one robot dataset, got {sorted(names)} "
+                         f"with {int((~robot).sum())} non-robot rows")
+    spec = eef_spec(names.pop(), specs)
+    rel = to_eef_relative(vectors(table, K.ACTION), vectors(table, K.STATE), spec, rotation)
+    return table.set_column(table.schema.get_field_index(K.ACTION), table.schema.field(K.ACTION), list_column(rel))

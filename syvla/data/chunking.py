@@ -193,3 +193,17 @@ def tensor_batch(table: pa.Table, image_size: int | tuple[int, int], views: Sequ
         masks.append(s["action_mask"])
     return {"images": np.stack(imgs), "state": np.stack(states),
             "actions": np.stack(actions), "action_mask": np.stack(masks)}
+
+
+def clean_and_chunk_table(table: pa.Table, lookup, chunk_len: int, representation: str = "native",
+                          rotation: str = "axis_angle") -> pa.Table:
+    """Prepare's per-batch pass 2 over whole episodes: drop/trim per the cleaning decisions
+    (syvla.data.cleaning.decision_lookup), convert the actions (syvla.data.actions.to_action_representation),
+    append the chunks. Returns PREPARED_SCHEMA rows."""
+    from syvla.data.actions import to_action_representation
+    from syvla.data.cleaning import apply_decisions
+
+    table = apply_decisions(table, lookup)
+    if table.num_rows == 0:
+        return PREPARED_SCHEMA.empty_table()
+    return add_chunks(to_action_representation(table, representation, rotation), chunk_len)

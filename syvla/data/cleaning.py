@@ -470,3 +470,11 @@ __all__ = [
     "summarize_episodes", "decide", "decision_lookup", "apply_decisions", "clean_table", "idle_bounds",
     "image_status", "robust_action_stats", "sort_frames",
 ]
+
+
+def kept_robot_frames(summaries: pa.Table, decisions: pa.Table) -> int:
+    """Robot frames the decisions keep (after trimming), from the episode summaries alone."""
+    robot = pc.equal(summaries.column(K.KIND), K.KIND_ROBOT).to_numpy(zero_copy_only=False)
+    keys = {(d, e) for d, e, r in zip(summaries.column(K.DATASET).to_pylist(), summaries.column(K.EPISODE_ID).to_pylist(), robot) if r}
+    return sum(d["trim_stop"] - d["trim_start"] for d in decisions.to_pylist()
+               if d["keep"] and (d[K.DATASET], d[K.EPISODE_ID]) in keys)

@@ -11,19 +11,21 @@ in expectation). A source drawn more often than it has rows is passed over
 whole ``count // size`` times plus a random ``count % size`` rows, so no row
 repeats before every row of its source has been seen.
 
-The Ray stream is ``syvla.data.ray_stages.build_mixture_dataset(sources, weights,
+The Ray stream is ``syvla.data.stream.build_mixture_dataset(sources, weights,
 multimodal_ratio, num_samples, seed)``; Ray Train workers read their share with
 ``ray.train.get_dataset_shard(name)`` and turn rows into model samples with
-``syvla.data.chunking.row_to_sample``. :func:`sample_draws` is the same plan
-realized in-process (tests, single-process consumers).
+``syvla.data.chunking.row_to_sample``; it tags each drawn row with
+:func:`tag_passes`. :func:`sample_draws` is the same plan realized in-process
+(tests, single-process consumers).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Collection, Mapping
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 
 PRETRAIN_MULTIMODAL_RATIO = 0.35  # SyVLA App. A: pretraining
 FINETUNE_MULTIMODAL_RATIO = 0.30  # SyVLA App. A: task fine-tuning
@@ -134,3 +136,11 @@ def sample_draws(plan: MixturePlan) -> list[tuple[str, int]]:
         rows = [np.arange(s.size)] * s.full_passes + [rng.permutation(s.size)[: s.remainder]]
         draws += [(s.name, int(i)) for i in np.concatenate(rows)]
     return [draws[i] for i in rng.permutation(len(draws))]
+
+
+def tag_passes(table: pa.Table, source: str, passes: Sequence[int]) -> pa.Table:
+    """The batch once per pass index, each copy tagged with its source and pass (MIXTURE_SOURCE/PASS)."""
+    n = table.num_rows
+    copies = [table.append_column(MIXTURE_SOURCE, pa.array([source] * n, pa.string()))
+              .append_column(MIXTURE_PASS, pa.array(np.full(n, p, np.int64))) for p in passes]
+    return pa.concat_tables(copies)

@@ -11,17 +11,25 @@ Formats (../shared/notes/formats.md):
              or a folder holding exactly one such .json
 Every table is conform()'d to FRAME_SCHEMA; bad input raises SchemaError naming
 the file and field.
+
+Parallel reading (syvla.data.prepare) splits an input into :class:`ReadUnit`s
+(:func:`plan_read_units`), reads each with :func:`iter_unit` and re-cuts the
+stream into blocks of whole episodes with :func:`episode_blocks`; all three are
+plain functions, testable without Ray.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 
+from syvla import constants as K
+from syvla.data.columns import episode_bounds
 from syvla.data.schema import SchemaError, conform
 
 FORMATS = ("lerobot", "rlds", "llava")
@@ -129,4 +137,103 @@ def list_episodes(path: str | os.PathLike, format: str | None = None) -> list[di
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
 
 
-__all__ = ["FORMATS", "detect_format", "read_dataset", "list_episodes"]
+# ---- read units: an input split into tasks of whole episodes ----------------------------
+@dataclasses.dataclass(frozen=True)
+class ReadUnit:
+    """One read task's share of an input: LeRobot episode positions, or (episodes=None) the whole
+    ``read_dataset`` stream of a format whose reader has no per-episode access."""
+
+    path: str
+    name: str | None
+    episodes: tuple[int, ...] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "ReadUnit":
+        u = json.loads(text)
+        return cls(u["path"], u["name"], tuple(u["episodes"]) if u["episodes"] is not None else None)
+
+
+def plan_read_units(path: str, name: str | None, block_frames: int) -> list[ReadUnit]:
+    """Split an input into read units of about `block_frames` frames of whole episodes.
+
+    LeRobot datasets split by episode (each task opens its own reader: video decoding runs in
+    parallel); RLDS and LLaVA inputs are read by one task."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"input dataset path does not exist: {path}")
+    if detect_format(path) != "lerobot":
+        return [ReadUnit(str(path), name)]
+    from syvla.data.lerobot import LeRobotReader
+
+    units, group, frames = [], [], 0
+    for i, ep in enumerate(LeRobotReader(path, name=name).episodes):
+        group.append(i)
+        frames += ep.length
+        if frames >= block_frames:
+            units.append(ReadUnit(str(path), name, tuple(group)))
+            group, frames = [], 0
+    if group:
+        units.append(ReadUnit(str(path), name, tuple(group)))
+    if not units:
+        raise ValueError(f"input dataset {path} has no episodes")
+    return units
+
+
+def iter_unit(unit: ReadUnit) -> Iterator[pa.Table]:
+    """FRAME_SCHEMA tables of one read unit, one or more whole episodes each."""
+    if unit.episodes is None:
+        yield from read_dataset(unit.path, name=unit.name)
+        return
+    from syvla.data.lerobot import LeRobotReader
+
+    reader = LeRobotReader(unit.path, name=unit.name)
+    try:
+        for i in unit.episodes:
+            yield reader.read_episode(i)
+    finally:
+        reader.close()
+
+
+def episode_blocks(tables: Iterable[pa.Table], block_frames: int) -> Iterator[pa.Table]:
+    """Re-cut a stream of frame tables into blocks of whole episodes (>= block_frames frames each, but the
+    last). Episodes must arrive contiguously: one that resumes after another episode started raises."""
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    finished: set[tuple[str, int]] = set()
+    open_key = None
+    for t in tables:
+        for start, stop in episode_bounds(t, K.DATASET, K.EPISODE_ID):
+            key = (t.column(K.DATASET)[start].as_py(), t.column(K.EPISODE_ID)[start].as_py())
+            if key != open_key:
+                if key in finished:
+                    raise ValueError(f"episode {key[0]}/{key[1]} resumes after other episodes: the reader must "
+                                     f"yield each episode's frames contiguously")
+                if open_key is not None:
+                    finished.add(open_key)
+                    if pending_rows >= block_frames:
+                        yield pa.concat_tables(pending).combine_chunks()
+                        pending, pending_rows = [], 0
+                open_key = key
+            pending.append(t.slice(start, stop - start))
+            pending_rows += stop - start
+    if pending:
+        yield pa.concat_tables(pending).combine_chunks()
+
+
+def declared_metadata(path: str | os.PathLike) -> dict:
+    """What a dataset's own metadata declares about its embodiment: {"fps", "state_names",
+    "action_names"}, each None when the format does not declare it (only LeRobot's info.json does)."""
+    if detect_format(path) != "lerobot":
+        return {"fps": None, "state_names": None, "action_names": None}
+    from syvla.data.lerobot import LeRobotReader
+    from syvla.data.lerobot.layout import flat_names
+
+    r = LeRobotReader(path)
+    state = flat_names(r.features[r.state_key].get("names")) if r.state_key else None
+    return {"fps": r.fps, "state_names": state, "action_names": flat_names(r.features[r.action_key].get("names"))}
+
+
+__all__ = ["FORMATS", "detect_format", "read_dataset", "list_episodes", "ReadUnit", "plan_read_units", "iter_unit",
+           "episode_blocks", "declared_metadata"]

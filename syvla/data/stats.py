@@ -4,7 +4,7 @@ Two paths that must agree (tests/data/test_stats.py checks parity):
 
 * :func:`norm_stats_exact` — in-process, exact: concatenates every robot frame
   and calls ``FeatureStats.from_array`` (numpy ``quantile``, linear method).
-* The Ray path (``syvla.data.ray_stages.compute_norm_stats``) maps
+* The Ray path (``syvla.data.prepare.compute_norm_stats``) maps
   :func:`partial_stats` over blocks — per dataset (count, mean, M2) of state and
   action plus the rows kept for quantiles — and :func:`merge_partial_stats`
   combines them with ``syvla.normalize.merge_moments`` (Chan et al.). Quantiles:

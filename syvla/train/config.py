@@ -53,8 +53,8 @@ class OptimConfig:
 class DataConfig:
     """Where the training frames come from and how the stream mixes them."""
 
-    path: str = field("data/prepared/metaworld", "prepared data root (prepare_data output: one shard folder per "
-                       "dataset, norm_stats.json, manifest.json); VQA datasets prepared there are the multimodal share")
+    path: str = field("data/prepared/metaworld", "prepared data root (prepare_data output, syvla.data.prepared: one "
+                       "shard folder per dataset, statistics, manifest); VQA datasets prepared there are the multimodal share")
     tasks: tuple[str, ...] = field((), "keep only these tasks (Meta-World names like reach-v3, or instruction text); () = all")
     multimodal_ratio: float = field(0.35, "share of VQA samples in the stream (App. A: 35% pretraining / 30% fine-tuning)")
     shuffle_seed: int = field(0, "seed of the stream's mixing and shuffling (every epoch repeats the same order)")

@@ -5,18 +5,13 @@ Ray Data code (the callers connect to Ray first); the filters are plain pyarrow.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from syvla import constants as K
-from syvla.normalize import NORM_STATS_FILE, NormStats
 from syvla.train.config import DataConfig
-
-MANIFEST = "manifest.json"
 
 
 def task_texts(tasks: Sequence[str]) -> list[str]:
@@ -34,17 +29,6 @@ def filter_tasks_table(table: pa.Table, texts: Sequence[str]) -> pa.Table:
     return table.filter(keep)
 
 
-def load_norm_stats(prepared: str | Path) -> NormStats:
-    return NormStats.load(Path(prepared) / NORM_STATS_FILE)
-
-
-def prepared_manifest(prepared: str | Path) -> dict:
-    path = Path(prepared) / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"{path} missing: {prepared} is not a prepared dataset (run the prepare step)")
-    return json.loads(path.read_text())
-
-
 def training_dataset(cfg: DataConfig, seed: int = 0, epoch_samples: int | None = None):
     """(Ray Dataset of one epoch of the mixture stream, {source: rows}) for `ray.train` workers.
 
@@ -53,7 +37,7 @@ def training_dataset(cfg: DataConfig, seed: int = 0, epoch_samples: int | None =
     the stream; a positive ratio without any VQA source is an error (no silent fallback).
     One epoch draws `epoch_samples` rows (default: every robot row once, plus the VQA share).
     """
-    from syvla.data.ray_stages import build_mixture_dataset, read_prepared, source_kinds
+    from syvla.data.stream import build_mixture_dataset, read_prepared, source_kinds
 
     sources = read_prepared(cfg.path)
     if cfg.tasks:

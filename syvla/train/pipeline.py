@@ -7,7 +7,6 @@ pipelines do (pipelines/common.py `connect_ray`) before calling `train`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from pathlib import Path
@@ -41,15 +40,16 @@ def ensure_demos(demos: DemoConfig, collect_main) -> Path:
 
 def ensure_prepared(demos: DemoConfig, prepared: str, chunk_len: int) -> Path:
     """Clean + chunk the raw demos into `prepared` (--data.path), unless a prepared copy newer than them exists."""
-    from syvla.data.ray_stages import PrepareConfig, prepare
+    from syvla.data import prepared as P
+    from syvla.data.prepare import PrepareConfig, prepare
 
     out, raw = Path(prepared), Path(demos.raw)
-    manifest = out / "manifest.json"
+    manifest = P.manifest_path(out)
     if manifest.exists():
-        m = json.loads(manifest.read_text())
+        m = P.read_manifest(out)
         raw_info = raw / "meta" / "info.json"
         fresh = not raw_info.exists() or raw_info.stat().st_mtime <= manifest.stat().st_mtime
-        if m.get("chunk_len") == chunk_len and fresh:
+        if m.chunk_len == chunk_len and fresh:
             print(f"[train] reusing prepared data {out}", flush=True)
             return out
     if not demos.collect and manifest.exists():
@@ -61,7 +61,8 @@ def ensure_prepared(demos: DemoConfig, prepared: str, chunk_len: int) -> Path:
 def train(cfg: TrainConfig):
     """Build the stream and fit; returns (ray.train.Result, policy dir of its last checkpoint, seconds)."""
     from syvla.train import ray_train
-    from syvla.train.data import load_norm_stats, training_dataset
+    from syvla.data.prepared import load_norm_stats
+    from syvla.train.data import training_dataset
 
     stats = load_norm_stats(cfg.data.path)
     ds, sizes = training_dataset(cfg.data, seed=cfg.seed)

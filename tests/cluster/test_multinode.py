@@ -99,7 +99,8 @@ def test_prepare_stage_spreads_over_nodes(cluster, tmp_path):
     import json
 
     from syvla.data.lerobot import LeRobotWriteOptions, write_lerobot
-    from syvla.data.ray_stages import MANIFEST_FILE, PrepareConfig, prepare
+    from syvla.data.prepare import PrepareConfig, prepare
+    from syvla.data.prepared import MANIFEST_FILE
     from syvla.data.synthetic import synthetic_episode
 
     episodes, frames = 6, 20

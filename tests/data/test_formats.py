@@ -17,6 +17,7 @@ import pytest
 from syvla import constants as K
 from syvla.data import images
 from syvla.data import lerobot as lr
+from syvla.data.lerobot import layout as lr_layout
 from syvla.data.readers import detect_format, list_episodes, read_dataset
 from syvla.data.schema import FRAME_SCHEMA, SchemaError
 
@@ -131,6 +132,21 @@ def test_lerobot_v30_layout_and_metadata(tmp_path):
     assert data.column("task_index").to_pylist() == [0] * 6 + [1] * 4 + [0] * 5
 
 
+def test_layout_paths_per_version():
+    """One location (chunk, file) names a file in either layout; v2.x files follow from the episode index."""
+    v30, v21 = lr.LeRobotLayout.new("v3.0", video=True, chunks_size=2), lr.LeRobotLayout.new("v2.1", video=False, chunks_size=2)
+    loc = lr_layout.FileLoc(1, 3)
+    assert v30.data_file(loc) == "data/chunk-001/file-003.parquet"
+    assert v30.video_file("observation.images.top", loc) == "videos/observation.images.top/chunk-001/file-003.mp4"
+    assert v21.episode_loc(3) == loc and v21.data_file(loc) == "data/chunk-001/episode_000003.parquet"
+    assert v21.video_path is None and v21.info_fields(5, 2)["total_chunks"] == 3
+    # v3.0 starts a new file past rows_per_file frames, and a new chunk past chunks_size files
+    assert v30.next_loc(None, 0, 0, 5, 8) == lr_layout.FileLoc(0, 0)
+    assert v30.next_loc(lr_layout.FileLoc(0, 0), 1, 5, 3, 8) == lr_layout.FileLoc(0, 0)
+    assert v30.next_loc(lr_layout.FileLoc(0, 1), 2, 5, 4, 8) == lr_layout.FileLoc(1, 0)
+    assert v21.next_loc(lr_layout.FileLoc(0, 0), 2, 5, 4, 8) == lr_layout.FileLoc(1, 2)
+
+
 def test_lerobot_v30_many_files_seek_across_episodes(tmp_path):
     """rows_per_file=8: episodes spread over several data and video files; every frame still lands right."""
     root = tmp_path / "ds"
@@ -217,9 +233,9 @@ def test_reads_lerobot_written_v21(tmp_path):
     assert t.column(K.IMAGE_VIEWS).to_pylist() == [["image"], ["image"]]
     assert t.column(K.SUCCESS).to_pylist() == [None, None] and t.column(K.COT).to_pylist() == [None, None]
     np.testing.assert_array_equal(images.decode(t.column(K.IMAGES)[1].as_py()[0]), frame_image(1, 1))
-    assert lr._flat_names({"motors": ["a", "b"]}) == ["a", "b"] and lr._flat_names([["a", "b"]]) == ["a", "b"]
-    assert lr._image_layout({"shape": [3, H, W], "names": ["channels", "height", "width"]}) == "chw"
-    assert lr._image_layout({"shape": [H, W, 3], "names": None}) == "hwc"
+    assert lr_layout.flat_names({"motors": ["a", "b"]}) == ["a", "b"] and lr_layout.flat_names([["a", "b"]]) == ["a", "b"]
+    assert lr_layout.image_layout({"shape": [3, H, W], "names": ["channels", "height", "width"]}) == "chw"
+    assert lr_layout.image_layout({"shape": [H, W, 3], "names": None}) == "hwc"
 
 
 def test_reads_raw_chw_array_images_and_pandas_tasks_v30(tmp_path):

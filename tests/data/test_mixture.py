@@ -80,7 +80,7 @@ def _source(ray, name: str, size: int, kind: str):
 @pytest.mark.integration
 @pytest.mark.slow
 def test_ray_mixture_proportions_and_disjoint_worker_shards(ray_local):
-    from syvla.data.ray_stages import build_mixture_dataset
+    from syvla.data.stream import build_mixture_dataset
 
     sources = {n: _source(ray_local, n, size, K.KIND_VQA if n == "vqa" else K.KIND_ROBOT) for n, size in SIZES.items()}
     ds = build_mixture_dataset(sources, WEIGHTS, M.PRETRAIN_MULTIMODAL_RATIO, 10_000, seed=0).materialize()

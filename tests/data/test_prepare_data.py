@@ -14,6 +14,7 @@ import pytest
 from syvla import constants as K
 from syvla.data import actions as A
 from syvla.data import cleaning as C
+from syvla.data import prepared as P
 from syvla.data.chunking import PREPARED_SCHEMA
 from syvla.data.columns import list_column, vectors
 from syvla.data.stats import norm_stats_exact
@@ -83,14 +84,22 @@ def test_prepare_data_end_to_end(ray_local, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "dropped: duplicate" in printed and "frames/s" in printed
 
-    report = C.CleaningReport.load(out / "cleaning_report.json")
+    report = C.CleaningReport.load(out / P.REPORT_FILE)
     arm = report.datasets["metaworld"]
     assert arm.dropped == {C.NONFINITE: [6], C.BLACK: [9], C.FAILED: [8], C.TOO_SHORT: [10], C.DUPLICATE: [7]}
     assert (arm.episodes_in, arm.episodes_out, arm.frames_in, arm.frames_out) == (11, 6, 10 * N + 5, 6 * N)
     assert (report.datasets["coco_vqa"].episodes_out, report.datasets["coco_vqa"].frames_out) == (3, 3)
 
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / P.MANIFEST_FILE).read_text())
     assert manifest["chunk_len"] == 8 and set(manifest["datasets"]) == {"metaworld", "coco_vqa"}
+    typed = P.read_manifest(out)
+    assert (typed.format_version, typed.chunk_len, typed.action_representation) == (P.FORMAT_VERSION, 8, "native")
+    arm_entry, vqa_entry = typed.datasets["metaworld"], typed.datasets["coco_vqa"]
+    assert (arm_entry.kind, arm_entry.frames, arm_entry.episodes, arm_entry.source) == (K.KIND_ROBOT, 6 * N, 6, str(robot))
+    assert (vqa_entry.kind, vqa_entry.frames, vqa_entry.embodiment) == (K.KIND_VQA, 3, None)
+    assert arm_entry.embodiment == P.EmbodimentRecord(name="metaworld", state_dim=7, action_dim=4,
+                                                      cameras=("corner2", "topview", "gripperPOV"),
+                                                      action_representation="native", fps=10.0)
     shards = pq.read_table(out / "metaworld")
     assert shards.schema == PREPARED_SCHEMA
     assert shards.num_rows == 6 * N
@@ -110,7 +119,8 @@ def test_prepare_data_end_to_end(ray_local, tmp_path, capsys):
         for field in ("mean", "std", "q01", "q99"):
             np.testing.assert_allclose(getattr(got, field), getattr(want, field), atol=1e-9)
 
-    from syvla.data.ray_stages import read_frames, read_prepared
+    from syvla.data.prepare import read_frames
+    from syvla.data.stream import read_prepared
 
     frames = read_frames(str(robot), "metaworld", block_frames=100)
     assert frames.count() == 10 * N + 5
@@ -128,11 +138,12 @@ def test_prepare_data_end_to_end(ray_local, tmp_path, capsys):
     want = A.to_eef_relative(vectors(native, K.ACTION), vectors(native, K.STATE), A.METAWORLD_EEF)
     np.testing.assert_allclose(vectors(rel, K.ACTION), want, atol=1e-7)
     assert NormStats.load(out / NORM_STATS_FILE)["metaworld"].action.dim == 7
-    assert json.loads((out / "manifest.json").read_text())["action_representation"] == "eef_relative"
+    assert json.loads((out / P.MANIFEST_FILE).read_text())["action_representation"] == "eef_relative"
+    assert P.read_manifest(out).datasets["metaworld"].embodiment.action_dim == 7
 
 
 def test_episode_blocks_keep_episodes_whole_and_reject_resumed_ones():
-    from syvla.data.ray_stages import episode_blocks
+    from syvla.data.readers import episode_blocks
 
     eps = [synthetic_episode(i, 10 + i, image_size=8) for i in range(5)]
     # the reader's tables cut through episodes: 0..2 in one table, 3 split over two
@@ -142,3 +153,30 @@ def test_episode_blocks_keep_episodes_whole_and_reject_resumed_ones():
     assert pa.concat_tables(blocks).equals(pa.concat_tables(eps))
     with pytest.raises(ValueError, match="resumes after other episodes"):
         list(episode_blocks([eps[0].slice(0, 3), eps[1], eps[0].slice(3)], block_frames=5))
+
+
+def test_manifest_round_trip_and_bad_manifests(tmp_path):
+    emb = P.EmbodimentRecord(name="arm", state_dim=3, action_dim=2, cameras=("top",), fps=15.0,
+                             state_names=("x", "y", "z"), action_names=("a", "b"))
+    m = P.Manifest(chunk_len=5, datasets={"arm": P.DatasetEntry("arm", "/raw/arm", 2, 40, 4, K.KIND_ROBOT, emb),
+                                          "vqa": P.DatasetEntry("vqa", "/raw/vqa.json", 1, 3, 3, K.KIND_VQA)},
+                   action_representation="eef_relative", eef_rotation="rot6d")
+    P.write_manifest(tmp_path, m)
+    assert P.read_manifest(tmp_path) == m
+    assert list(P.shard_dirs(tmp_path)) == ["arm", "vqa"] and P.shard_dirs(tmp_path)["arm"] == tmp_path / "arm"
+    # A manifest written before format_version, kind and embodiment were recorded still reads.
+    old = {"chunk_len": 5, "action_representation": "native", "eef_rotation": "axis_angle",
+           "datasets": {"arm": {"path": "arm", "source": "/raw/arm", "files": 1, "frames": 9, "episodes": 1}}}
+    P.manifest_path(tmp_path).write_text(json.dumps(old))
+    assert P.read_manifest(tmp_path).datasets["arm"] == P.DatasetEntry("arm", "/raw/arm", 1, 9, 1)
+    with pytest.raises(KeyError, match="no dataset 'nope'"):
+        P.read_manifest(tmp_path).entry("nope", tmp_path)
+    del old["datasets"]["arm"]["frames"]
+    P.manifest_path(tmp_path).write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="dataset 'arm': field 'frames' is missing"):
+        P.read_manifest(tmp_path)
+    P.manifest_path(tmp_path).write_text(json.dumps({**old, "format_version": P.FORMAT_VERSION + 1}))
+    with pytest.raises(ValueError, match="format_version"):
+        P.read_manifest(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a prepared dataset"):
+        P.read_manifest(tmp_path / "elsewhere")

@@ -119,7 +119,7 @@ def _assert_equal(a: NormStats, b: NormStats, atol: float):
 
 @pytest.mark.integration
 def test_ray_statistics_equal_exact_numpy(ray_local):
-    from syvla.data.ray_stages import compute_norm_stats
+    from syvla.data.prepare import compute_norm_stats
 
     t = _mixed()
     ds = ray_local.data.from_arrow([t.slice(i, 40) for i in range(0, t.num_rows, 40)])

@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_stream_mixes_vqa_at_the_ratio_and_filters_tasks(ray_local, tmp_path):
     import pyarrow as pa
 
-    from syvla.train.data import load_norm_stats, training_dataset
+    from syvla.data.prepared import load_norm_stats
+    from syvla.train.data import training_dataset
 
     robot = synthetic_table(episodes=2, frames=10)
     other = synthetic_table(episodes=1, frames=10)

@@ -46,17 +46,20 @@ def vqa_rows(n: int) -> pa.Table:
 
 
 def write_prepared(root, tables: dict) -> None:
-    """A prepare_data-shaped folder: <root>/<name>/part.parquet per table, manifest.json, norm_stats.json."""
-    import json
+    """A prepare_data-shaped folder (syvla.data.prepared): <root>/<name>/part.parquet per table, manifest, statistics."""
     from pathlib import Path
 
     import pyarrow.parquet as pq
+
+    from syvla.data import prepared
 
     root = Path(root)
     for name, table in tables.items():
         (root / name).mkdir(parents=True)
         pq.write_table(table, root / name / "part.parquet")
-    (root / "manifest.json").write_text(json.dumps({"chunk_len": CHUNK, "datasets": {
-        name: {"path": name, "frames": t.num_rows} for name, t in tables.items()}}))
+    prepared.write_manifest(root, prepared.Manifest(chunk_len=CHUNK, datasets={
+        name: prepared.DatasetEntry(path=name, source="synthetic", files=1, frames=t.num_rows,
+                                    episodes=len(set(t.column("episode_id").to_pylist())))
+        for name, t in tables.items()}))
     robot = [t for t in tables.values() if "robot" in t.column("kind").to_pylist()]
-    norm_stats(pa.concat_tables(robot)).save(root / "norm_stats.json")
+    norm_stats(pa.concat_tables(robot)).save(prepared.norm_stats_path(root))

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (c
 import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
 from common import connect_ray, parse_configs  # noqa: E402
 from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config, serve_policy  # noqa: E402
+from syvla.sim import metaworld as mw  # noqa: E402
 
 
 def parse_config(argv=None) -> ServeRunConfig:
@@ -29,7 +30,7 @@ def parse_config(argv=None) -> ServeRunConfig:
 
 def main(argv=None) -> int:
     cfg = parse_config(argv)
-    checkpoint, version = resolve_checkpoint(cfg)
+    checkpoint, version = resolve_checkpoint(cfg, embodiments=(mw.EMBODIMENT,))  # a debug one is for Meta-World
     server = serve_config(cfg, checkpoint, version)
     connect_ray(cfg.address)
     from ray import serve

@@ -202,18 +202,18 @@ def to_action_representation(table: pa.Table, representation: str, rotation: str
     if len(names) != 1 or not robot.all():
         raise ValueError(f"eef_relative conversion takes batches of one robot dataset, got {sorted(names)} "
                          f"with {int((~robot).sum())} non-robot rows")
-    spec = act.eef_spec(names.pop(), specs)
+    spec = act.eef_spec(names.pop(), specs or {})
     rel = act.to_eef_relative(vectors(table, K.ACTION), vectors(table, K.STATE), spec, rotation)
     return table.set_column(table.schema.get_field_index(K.ACTION), table.schema.field(K.ACTION), list_column(rel))
 
 
 def clean_and_chunk_table(table: pa.Table, lookup, chunk_len: int, representation: str = "native",
-                          rotation: str = "axis_angle") -> pa.Table:
+                          rotation: str = "axis_angle", specs: Mapping[str, act.EefSpec] | None = None) -> pa.Table:
     """Pure per-batch pass 2: drop/trim per the decisions, convert actions, append chunks (PREPARED_SCHEMA)."""
     table = apply_decisions(table, lookup)
     if table.num_rows == 0:
         return PREPARED_SCHEMA.empty_table()
-    return add_chunks(to_action_representation(table, representation, rotation), chunk_len)
+    return add_chunks(to_action_representation(table, representation, rotation, specs), chunk_len)
 
 
 def _clean_files(batch: pa.Table, **kwargs) -> Iterator[pa.Table]:
@@ -244,7 +244,7 @@ def _clean_write_files(batch: pa.Table, out_dir: str, fractions: Mapping[str, fl
 
 def clean_chunk_write(files: Sequence[str], decisions: pa.Table, out_dir: str | Path, fractions: Mapping[str, float],
                       chunk_len: int = DEFAULT_CHUNK_LEN, representation: str = "native", rotation: str = "axis_angle",
-                      seed: int = 0) -> tuple[list[str], list[pa.Table]]:
+                      seed: int = 0, specs: Mapping[str, act.EefSpec] | None = None) -> tuple[list[str], list[pa.Table]]:
     """Pass 2 of prepare(), in parallel: clean, convert and chunk each cached file, write it as one
     parquet shard under out_dir, and return the shards and the statistics partials of what was written
     (syvla.data.stats.PARTIAL_SCHEMA; `fractions` from syvla.data.stats.sample_fractions), so the
@@ -254,7 +254,7 @@ def clean_chunk_write(files: Sequence[str], decisions: pa.Table, out_dir: str | 
         _clean_write_files, batch_size=1, batch_format="pyarrow",
         fn_kwargs={"out_dir": str(out_dir), "fractions": dict(fractions), "seed": seed,
                    "lookup": decision_lookup(decisions), "chunk_len": chunk_len,
-                   "representation": representation, "rotation": rotation})
+                   "representation": representation, "rotation": rotation, "specs": dict(specs or {})})
     partials = ray.get(parts.to_arrow_refs())
     return sorted(str(p) for p in Path(out_dir).glob("part-*.parquet")), partials
 
@@ -346,8 +346,9 @@ class PrepareResult:
     seconds: float
 
 
-def prepare(cfg: PrepareConfig) -> PrepareResult:
-    """Run the whole prepare pipeline on the connected Ray cluster; see the module docstring."""
+def prepare(cfg: PrepareConfig, eef_specs: Mapping[str, act.EefSpec] | None = None) -> PrepareResult:
+    """Run the whole prepare pipeline on the connected Ray cluster; see the module docstring.
+    `eef_specs` ({dataset name: EefSpec}) serves action_representation "eef_relative"."""
     t0 = time.time()
     out = Path(cfg.output)
     if out.exists() and any(out.iterdir()):
@@ -378,7 +379,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         t1 = time.time()
         fractions = sample_fractions({dataset: max(robot_frames[dataset], 1)}, cfg.max_quantile_frames)
         written, partials = clean_chunk_write(files, decisions, out / dataset, fractions, cfg.chunk_len,
-                                              cfg.action_representation, cfg.eef_rotation, cfg.seed)
+                                              cfg.action_representation, cfg.eef_rotation, cfg.seed, eef_specs)
         stats_parts += partials
         shutil.rmtree(cache)
         manifest["datasets"][dataset] = {"path": dataset, "source": path, "files": len(written),

@@ -17,6 +17,7 @@ import dataclasses
 from pathlib import Path
 
 from syvla.model.config import ActionExpertConfig, SyVLAConfig, VisionTowerConfig, VLMConfig, paper_config
+from syvla.sim import metaworld as mw
 
 STAGES = ("pretrain", "finetune")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -95,7 +96,7 @@ class TrainConfig:
     name: str = _field("pretrain-debug", "run name: Ray Train keeps the run under storage_path/name; same name = resume")
     stage: str = _field("pretrain", "pretrain or finetune (recorded in checkpoints)")
     storage_path: str = _field("runs", "Ray Train storage (local dir or URI); relative paths are made absolute")
-    model: SyVLAConfig = dataclasses.field(default_factory=SyVLAConfig)
+    model: SyVLAConfig = dataclasses.field(default_factory=lambda: _debug_model())  # the Meta-World debug model
     init_from: str = _field("", "policy checkpoint to start from (fine-tuning); its model config replaces `model`")
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -150,6 +151,7 @@ def _debug_model() -> SyVLAConfig:
     Expert 96 wide (vs 64), 2 layers; its SigLIP tower sees 32 px views; the VLM sees 56 px.
     """
     return SyVLAConfig(
+        embodiments=(mw.EMBODIMENT,),
         vlm=VLMConfig(),
         expert=ActionExpertConfig(width=96, depth=2, num_heads=4, vision=VisionTowerConfig(image_size=32, patch_size=8)),
         num_query_tokens=8,
@@ -158,7 +160,7 @@ def _debug_model() -> SyVLAConfig:
 
 def pretrain_paper() -> TrainConfig:
     return TrainConfig(
-        name="pretrain-paper", stage="pretrain", model=paper_config(),
+        name="pretrain-paper", stage="pretrain", model=paper_config(embodiments=(mw.EMBODIMENT,)),
         optim=OptimConfig(peak_lr=1e-4, decay_lr=1e-5, warmup_steps=5000, betas=(0.9, 0.999), eps=1e-8, clip_grad_norm=1.0),
         data=DataConfig(multimodal_ratio=0.35),
         scale=ScaleConfig(num_workers=32, use_gpu=True, cpus_per_worker=8, max_failures=3),
@@ -168,7 +170,7 @@ def pretrain_paper() -> TrainConfig:
 
 def finetune_paper() -> TrainConfig:
     return TrainConfig(
-        name="finetune-paper", stage="finetune", model=paper_config(),
+        name="finetune-paper", stage="finetune", model=paper_config(embodiments=(mw.EMBODIMENT,)),
         optim=OptimConfig(peak_lr=3e-5, decay_lr=3e-6, warmup_steps=1000, betas=(0.9, 0.995), eps=1e-8, clip_grad_norm=1.0),
         data=DataConfig(multimodal_ratio=0.30),
         scale=ScaleConfig(num_workers=8, use_gpu=True, cpus_per_worker=8, max_failures=3),

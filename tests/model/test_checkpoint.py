@@ -8,6 +8,7 @@ import torch
 from syvla import constants as K
 from syvla.model.checkpoint import load_checkpoint, save_checkpoint
 from syvla.model.policy import ObservationError, Policy, make_debug_checkpoint
+from syvla.sim import metaworld as mw
 
 from model_testlib import robot_sample
 
@@ -60,7 +61,7 @@ def test_missing_pieces_raise(tmp_path, model, norm_stats):
 
 
 def test_policy_rejects_bad_observations(tmp_path):
-    policy = Policy.load(make_debug_checkpoint(tmp_path / "ck"))
+    policy = Policy.load(make_debug_checkpoint(tmp_path / "ck", embodiments=(mw.EMBODIMENT,)))
     good = _obs(np.random.default_rng(0))
     cases = {
         "embodiment": {**good, "embodiment": "aloha"},
@@ -76,21 +77,21 @@ def test_policy_rejects_bad_observations(tmp_path):
 
 
 def test_seeds_and_weight_swap(tmp_path):
-    policy = Policy.load(make_debug_checkpoint(tmp_path / "a", seed=0, policy_version=1))
+    policy = Policy.load(make_debug_checkpoint(tmp_path / "a", seed=0, policy_version=1, embodiments=(mw.EMBODIMENT,)))
     obs = _obs(np.random.default_rng(0))
     a1, a2 = policy.infer(obs), policy.infer(obs)
     np.testing.assert_array_equal(a1["actions"], a2["actions"])
     assert not np.array_equal(a1["actions"], policy.infer({**obs, "seed": 8})["actions"])
     batch = policy.infer_batch([obs, {**obs, "seed": 8}])
     np.testing.assert_allclose(batch[0]["actions"], a1["actions"], atol=1e-5)
-    policy.swap_weights(make_debug_checkpoint(tmp_path / "b", seed=1, policy_version=2), version=2)
+    policy.swap_weights(make_debug_checkpoint(tmp_path / "b", seed=1, policy_version=2, embodiments=(mw.EMBODIMENT,)), version=2)
     b = policy.infer(obs)
     assert b["policy_version"] == 2 and policy.metadata()["policy_version"] == 2
     assert not np.allclose(b["actions"], a1["actions"])
 
 
 def test_think_generates_a_bounded_chain_of_thought(tmp_path):
-    policy = Policy.load(make_debug_checkpoint(tmp_path / "ck"))
+    policy = Policy.load(make_debug_checkpoint(tmp_path / "ck", embodiments=(mw.EMBODIMENT,)))
     out = policy.infer({**_obs(np.random.default_rng(0)), "think": True})
     assert isinstance(out["cot"], str)
     n = len(policy._loaded.model.processor.tokenizer(out["cot"], add_special_tokens=False)["input_ids"])

@@ -29,6 +29,17 @@ def episode(robot):
     return run_expert_episode("reach-v3", seed=3, image_size=SIZE, max_steps=150, cot=True, episode_id=11, robot=robot)
 
 
+def test_metaworld_facts_module_is_import_light():
+    """Configs name the robot through syvla.sim.metaworld without loading the simulator or a framework."""
+    import subprocess
+    import sys
+
+    code = ("import sys, syvla.sim.metaworld as mw; "
+            "print(sorted(m for m in ('torch', 'mujoco', 'metaworld', 'ray') if m in sys.modules), mw.EMBODIMENT.name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[] metaworld"
+
+
 def test_instructions_and_plans_cover_all_50_tasks():
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
     from metaworld.policies import ENV_POLICY_MAP

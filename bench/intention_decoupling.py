@@ -31,6 +31,7 @@ from syvla.model.config import ActionExpertConfig, SyVLAConfig, VisionTowerConfi
 from syvla.model.processing import build_batch
 from syvla.model.syvla import SyVLA
 from syvla.normalize import DatasetStats, FeatureStats, NormStats
+from syvla.sim import metaworld as mw
 
 PAPER_RATIO = 3.75 / 0.69  # Qwen2.5-VL-3B (LLM + ViT) : action expert with its tower
 
@@ -41,7 +42,7 @@ def bench_config() -> SyVLAConfig:
     expert = ActionExpertConfig(width=144, depth=4, num_heads=8, ff_ratio=2.67, chunk_len=50, image_tokens_per_view=64,
                                 vision=VisionTowerConfig(image_size=128, patch_size=8, hidden_size=96, num_layers=3,
                                                          num_heads=4, intermediate_size=384))
-    return SyVLAConfig(vlm=vlm, expert=expert, num_query_tokens=20)
+    return SyVLAConfig(embodiments=(mw.EMBODIMENT,), vlm=vlm, expert=expert, num_query_tokens=20)
 
 
 def main() -> None:

@@ -31,7 +31,8 @@ def main(argv=None) -> int:
 
     from syvla.model.checkpoint import load_checkpoint
     from syvla.model.policy import Policy
-    from syvla.train.evaluate import EvalConfig, closed_loop, heldout_samples, open_loop_error
+    from syvla.sim.episodes import EpisodeConfig, evaluate_policy
+    from syvla.sim.evaluate import heldout_samples, open_loop_error
 
     torch.set_num_threads(1)
     held = heldout_samples(args.task, range(5000, 5000 + args.heldout_episodes), args.image_size, 50) \
@@ -39,12 +40,11 @@ def main(argv=None) -> int:
     for item in args.checkpoints:
         name, path = item.split("=", 1)
         policy = Policy.load(path)
-        cfg = EvalConfig(checkpoint=path, tasks=(args.task,), episodes=args.episodes, seed=args.seed,
-                         max_steps=args.max_steps, execute_steps=args.execute_steps, image_size=args.image_size,
-                         heldout_episodes=0)
-        r = closed_loop(policy, cfg, log=lambda *a: None)
+        cfg = EpisodeConfig(tasks=(args.task,), episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
+                            execute_steps=args.execute_steps, image_size=args.image_size)
+        r = evaluate_policy(policy, cfg)
         row = {"name": name, "checkpoint": path, "version": policy.policy_version, "success_rate": r["success_rate"],
-               "episodes": len(r["episodes"]), "failed_seeds": [e["seed"] for e in r["episodes"] if not e["success"]]}
+               "episodes": r["episodes"], "failed_seeds": [e["seed"] for e in r["results"] if not e["success"]]}
         if held:
             model, stats, _ = load_checkpoint(path)
             row["open_loop_mse"] = open_loop_error(model, stats, held)["policy_mse"]

@@ -143,9 +143,10 @@ def main(argv=None) -> int:
     from ray import serve
 
     from syvla.model.policy import Policy, make_debug_checkpoint
+    from syvla.sim import metaworld as mw
 
     tmp = Path(tempfile.mkdtemp(prefix="syvla_bench_"))
-    ckpt = make_debug_checkpoint(tmp / "ckpt", seed=0)
+    ckpt = make_debug_checkpoint(tmp / "ckpt", seed=0, embodiments=(mw.EMBODIMENT,))
     torch.set_num_threads(max(1, int(args.num_cpus)))
     policy = Policy.load(ckpt)
     obs = observation(args.image_size)

@@ -7,7 +7,8 @@ In-process mode loads the checkpoint with `Policy` and drives a `SimRobot` (no R
 episode k of a task uses layout seed --seed + k. The open-loop error compares sampled
 action chunks with expert chunks of held-out episodes (seeds --heldout_seed + k) against
 the mean-action baseline. Endpoint mode runs the same episodes through the robot API
-(syvla.serving.evaluate_endpoint). --json PATH writes the full result.
+(syvla.sim.episodes.evaluate_endpoint). Flags: every field of syvla.sim.evaluate.EvalConfig
+and syvla.sim.episodes.EpisodeConfig; --json PATH writes the full result.
 """
 
 from __future__ import annotations
@@ -21,26 +22,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the syvla packag
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
 from syvla.cli import add_dataclass_args, apply_overrides  # noqa: E402
-from syvla.train.evaluate import EvalConfig, evaluate  # noqa: E402
+from syvla.sim.episodes import EpisodeConfig  # noqa: E402
+from syvla.sim.evaluate import EvalConfig, evaluate  # noqa: E402
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_args(parser, EvalConfig)
+    add_dataclass_args(parser, EpisodeConfig, defaults=EpisodeConfig())
     parser.add_argument("--json", default="", help="write the full result (every episode) to this file")
     args = vars(parser.parse_args(argv))
     out_json = args.pop("json")
     try:
         cfg = apply_overrides(EvalConfig(checkpoint="unset"), args)
+        episodes = apply_overrides(EpisodeConfig(), args)
     except ValueError as e:
         parser.error(str(e))
     if cfg.checkpoint == "unset" and not cfg.endpoint:
         parser.error("give --checkpoint DIR or --endpoint URL")
-    result = evaluate(cfg)
+    result = evaluate(cfg, episodes)
     closed = result.get("closed_loop")
     if closed:
+        last = episodes.seed + episodes.episodes - 1
         for task, rate in closed["per_task"].items():
-            print(f"[evaluate] {task}: success {rate:.0%} over {cfg.episodes} episodes (seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1})")
+            print(f"[evaluate] {task}: success {rate:.0%} over {episodes.episodes} episodes (seeds {episodes.seed}..{last})")
     for task, r in result.get("open_loop", {}).items():
         verdict = "beats" if r["ratio"] <= 0.5 else "does NOT beat"
         print(f"[evaluate] {task}: open-loop MSE {r['policy_mse']:.4f} vs mean-action {r['baseline_mse']:.4f} "

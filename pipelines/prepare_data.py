@@ -24,6 +24,7 @@ import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in eve
 from common import connect_ray  # noqa: E402
 from syvla.cli import parse_configs  # noqa: E402
 from syvla.data.prepare import PrepareConfig  # noqa: E402
+from syvla.sim import metaworld as mw  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
 
     print(f"[prepare_data] {', '.join(cfg.inputs)} -> {cfg.output} (chunk {cfg.chunk_len}, "
           f"actions {cfg.action_representation})", flush=True)
-    result = prepare(cfg)
+    result = prepare(cfg, eef_specs={mw.DATASET_NAME: mw.EEF_SPEC})  # the robots whose EEF pose we know
     print(result.report.table())
     print(f"[prepare_data] {result.frames_out}/{result.frames_in} frames kept in {result.seconds:.1f} s "
           f"({result.frames_in / max(result.seconds, 1e-9):.0f} frames/s); wrote {result.output}", flush=True)

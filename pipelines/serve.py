@@ -23,6 +23,7 @@ import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in eve
 from common import RayConfig, connect_ray  # noqa: E402
 from syvla.cli import parse_configs  # noqa: E402
 from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config, serve_policy  # noqa: E402
+from syvla.sim import metaworld as mw  # noqa: E402
 
 
 def parse_config(argv=None) -> tuple[ServeRunConfig, RayConfig]:
@@ -31,7 +32,7 @@ def parse_config(argv=None) -> tuple[ServeRunConfig, RayConfig]:
 
 def main(argv=None) -> int:
     cfg, ray_cfg = parse_config(argv)
-    checkpoint, version = resolve_checkpoint(cfg)
+    checkpoint, version = resolve_checkpoint(cfg, embodiments=(mw.EMBODIMENT,))  # a debug one is for Meta-World
     server = serve_config(cfg, checkpoint, version)
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)
     from ray import serve

@@ -6,7 +6,9 @@
 N robot processes each run episodes: ask for an action chunk, execute it,
 repeat until success or max_steps, then post the success as the episode's 0/1
 reward (so the episodes land in the replay buffer as RL data). Prints the
-success rate per task. Every field of EndpointEvalConfig is a flag, plus --robots.
+success rate per task. Flags: every field of syvla.sim.episodes.EpisodeConfig
+(here: 2 episodes per task from seed 0, 128 px, whole chunks, up to Meta-World's
+500 steps) and of syvla.sim.episodes.Endpoint, plus --robots.
 """
 
 from __future__ import annotations
@@ -16,27 +18,24 @@ import dataclasses
 import json
 import sys
 import time
-import typing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (common)
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
-from syvla.serving.evaluate_endpoint import EndpointEvalConfig, evaluate_endpoint  # noqa: E402
+from syvla.cli import add_dataclass_args, apply_overrides  # noqa: E402
+from syvla.sim import metaworld as mw  # noqa: E402
+from syvla.sim.episodes import Endpoint, EpisodeConfig, evaluate_endpoint  # noqa: E402
+
+# Robots drive whole chunks at 128 px for the full Meta-World episode length.
+ROBOT_EPISODES = EpisodeConfig(episodes=2, seed=0, max_steps=mw.MAX_PATH_LENGTH, execute_steps=0, image_size=128)
 
 
-def parse_config(argv=None) -> tuple[EndpointEvalConfig, int, str, int]:
-    """argparse generated from the dataclass: one --flag per field, defaults from the dataclass."""
+def parse_config(argv=None) -> tuple[EpisodeConfig, Endpoint, bool, int, str, int]:
+    """(episodes, endpoint, local: no --url given, robots, json_out, port)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    hints = typing.get_type_hints(EndpointEvalConfig)
-    for f in dataclasses.fields(EndpointEvalConfig):
-        tp = hints[f.name]
-        if typing.get_origin(tp) is tuple:
-            parser.add_argument(f"--{f.name}", nargs="+", default=list(f.default), help=f"(default: {f.default})")
-        else:
-            parser.add_argument(f"--{f.name}", type=(lambda s: s.lower() in ("1", "true", "yes")) if tp is bool
-                                else tp, default=f.default, help=f"(default: {f.default!r})")
-    parser.set_defaults(url="")
+    add_dataclass_args(parser, EpisodeConfig, defaults=ROBOT_EPISODES)
+    add_dataclass_args(parser, Endpoint, defaults=Endpoint())
     parser.add_argument("--robots", type=int, default=2, help="robot processes (default: 2)")
     parser.add_argument("--port", type=int, default=8000, help="port of the local server started without --url")
     parser.add_argument("--json_out", default="", help="write the summary and every episode here as JSON")
@@ -45,9 +44,10 @@ def parse_config(argv=None) -> tuple[EndpointEvalConfig, int, str, int]:
     if robots <= 0:
         parser.error("--robots must be > 0")
     try:
-        return EndpointEvalConfig(**args), robots, json_out, port
+        episodes, endpoint = apply_overrides(ROBOT_EPISODES, args), apply_overrides(Endpoint(), args)
     except ValueError as e:
         parser.error(str(e))
+    return episodes, endpoint, "url" not in args, robots, json_out, port
 
 
 def start_local_server(port: int) -> str:
@@ -58,21 +58,20 @@ def start_local_server(port: int) -> str:
     from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config, serve_policy
 
     run = ServeRunConfig(deployment=DeploymentConfig(num_replicas=1), port=port, blocking=False)
-    ckpt, version = resolve_checkpoint(run)
+    ckpt, version = resolve_checkpoint(run, embodiments=(mw.EMBODIMENT,))
     connect_ray()
     return serve_policy(run, serve_config(run, ckpt, version))
 
 
 def main(argv=None) -> int:
-    cfg, robots, json_out, port = parse_config(argv)
-    local = not cfg.url
+    episodes, endpoint, local, robots, json_out, port = parse_config(argv)
     if local:
-        cfg = dataclasses.replace(cfg, url=start_local_server(port))
+        endpoint = dataclasses.replace(endpoint, url=start_local_server(port))
     try:
-        print(f"[sim_robot] {robots} robots x {len(cfg.tasks)} tasks x {cfg.episodes_per_task} episodes -> {cfg.url}",
-              flush=True)
+        print(f"[sim_robot] {robots} robots x {len(episodes.tasks)} tasks x {episodes.episodes} episodes -> "
+              f"{endpoint.url}", flush=True)
         t0 = time.time()
-        summary = evaluate_endpoint(cfg, robots=robots)
+        summary = evaluate_endpoint(endpoint, episodes, robots=robots)
     finally:
         if local:
             from ray import serve

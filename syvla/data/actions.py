@@ -21,15 +21,9 @@ Conventions (also in docs/architecture.md, "Action representations"):
   Each frame's action is relative to that frame's own state, so a chunk holds a
   sequence of per-step relative actions.
 * Which slices of a dataset's state and action hold the EEF pose is an
-  :class:`EefSpec`; :data:`EEF_SPECS` registers them by dataset name.
-
-Meta-World: the 4-d action is ``[dx, dy, dz, grip]`` in [-1, 1]; the env moves its
-mocap target by ``0.01 * action[:3]`` metres in the world frame and keeps the hand
-orientation fixed (mocap quaternion (1, 0, 1, 0)/sqrt(2): 90 degrees about y;
-measured hand rotation matrix within 0.06 of it). So it is already an EEF
-position delta, and its EEF-relative form is a fixed rotation of it:
-``dp = R_hand^T * 0.01 * action[:3] = 0.01 * [-dz, dy, dx]``, rotation 0, gripper
-``action[3]``. Round trips recover the native action exactly.
+  :class:`EefSpec`. Specs belong to the module that knows the robot (Meta-World's:
+  ``syvla.sim.metaworld.EEF_SPEC``); callers pass them by dataset name to
+  :func:`eef_spec` and to the prepare step.
 """
 
 from __future__ import annotations
@@ -213,7 +207,7 @@ class EefSpec:
     state_rotation: tuple[int, int] | None = None
     state_rotation_format: str | None = None
     fixed_rotation_wxyz: tuple[float, float, float, float] | None = None  # for robots whose state has no orientation
-    position_scale: float = 1.0  # metres per action position unit (Meta-World: 0.01)
+    position_scale: float = 1.0  # metres per action position unit (e.g. 0.01 for Meta-World)
 
     def __post_init__(self):
         if self.action_type not in ACTION_TYPES:
@@ -308,31 +302,12 @@ def from_eef_relative(rel: np.ndarray, states: np.ndarray, spec: EefSpec, rotati
     return out
 
 
-# Meta-World (see the module docstring): world-frame mocap deltas of 0.01 m per unit,
-# fixed hand orientation 90 degrees about y, gripper effort in action[3].
-METAWORLD_EEF = EefSpec(
-    action_type="world_delta",
-    action_dim=4,
-    action_position=(0, 3),
-    gripper=3,
-    state_position=(0, 3),
-    fixed_rotation_wxyz=(float(np.sqrt(0.5)), 0.0, float(np.sqrt(0.5)), 0.0),
-    position_scale=0.01,
-)
-
-EEF_SPECS: dict[str, EefSpec] = {"metaworld": METAWORLD_EEF}
-
-
-def eef_spec(dataset: str, specs: Mapping[str, EefSpec] | None = None) -> EefSpec:
-    """The registered spec of `dataset`; a dataset without one raises (no silent pass-through)."""
-    specs = EEF_SPECS if specs is None else specs
+def eef_spec(dataset: str, specs: Mapping[str, EefSpec]) -> EefSpec:
+    """The spec of `dataset` in `specs` ({dataset name: EefSpec}); a dataset without one raises
+    (no silent pass-through)."""
     if dataset not in specs:
         raise KeyError(f"no EefSpec registered for dataset {dataset!r}; known: {sorted(specs)}")
     return specs[dataset]
-
-
-def register_eef_spec(dataset: str, spec: EefSpec) -> None:
-    EEF_SPECS[dataset] = spec
 
 
 # ---- a frame table's action column in the chosen representation ----------------------
@@ -342,7 +317,7 @@ ACTION_REPRESENTATIONS = ("native", "eef_relative")  # what prepare writes into 
 def to_action_representation(table: pa.Table, representation: str, rotation: str = "axis_angle",
                              specs: Mapping[str, EefSpec] | None = None) -> pa.Table:
     """Replace the robot rows' `action` [frames, action_dim] by the chosen representation (native: unchanged;
-    eef_relative: [frames, unified_dim(rotation)] per the dataset's registered EefSpec)."""
+    eef_relative: [frames, unified_dim(rotation)] per the dataset's EefSpec in `specs`)."""
     if representation == "native":
         return table
     if representation != "eef_relative":
@@ -354,6 +329,6 @@ def to_action_representation(table: pa.Table, representation: str, rotation: str
     if len(names) != 1 or not robot.all():
         raise ValueError(f"eef_relative conversion takes batches of one robot dataset, got {sorted(names)} "
                          f"with {int((~robot).sum())} non-robot rows")
-    spec = eef_spec(names.pop(), specs)
+    spec = eef_spec(names.pop(), specs or {})
     rel = to_eef_relative(vectors(table, K.ACTION), vectors(table, K.STATE), spec, rotation)
     return table.set_column(table.schema.get_field_index(K.ACTION), table.schema.field(K.ACTION), list_column(rel))

@@ -196,7 +196,7 @@ def tensor_batch(table: pa.Table, image_size: int | tuple[int, int], views: Sequ
 
 
 def clean_and_chunk_table(table: pa.Table, lookup, chunk_len: int, representation: str = "native",
-                          rotation: str = "axis_angle") -> pa.Table:
+                          rotation: str = "axis_angle", specs=None) -> pa.Table:
     """Prepare's per-batch pass 2 over whole episodes: drop/trim per the cleaning decisions
     (syvla.data.cleaning.decision_lookup), convert the actions (syvla.data.actions.to_action_representation),
     append the chunks. Returns PREPARED_SCHEMA rows."""
@@ -206,4 +206,4 @@ def clean_and_chunk_table(table: pa.Table, lookup, chunk_len: int, representatio
     table = apply_decisions(table, lookup)
     if table.num_rows == 0:
         return PREPARED_SCHEMA.empty_table()
-    return add_chunks(to_action_representation(table, representation, rotation), chunk_len)
+    return add_chunks(to_action_representation(table, representation, rotation, specs), chunk_len)

@@ -109,7 +109,7 @@ def _clean_write_files(batch: pa.Table, out_dir: str, fractions: Mapping[str, fl
 
 def clean_chunk_write(files: Sequence[str], decisions: pa.Table, out_dir: str | Path, fractions: Mapping[str, float],
                       chunk_len: int = DEFAULT_CHUNK_LEN, representation: str = "native", rotation: str = "axis_angle",
-                      seed: int = 0) -> tuple[list[str], list[pa.Table]]:
+                      seed: int = 0, specs: Mapping[str, act.EefSpec] | None = None) -> tuple[list[str], list[pa.Table]]:
     """Pass 2 of prepare(), in parallel: clean, convert and chunk each cached file, write it as one
     parquet shard under out_dir, and return the shards and the statistics partials of what was written
     (syvla.data.stats.PARTIAL_SCHEMA; `fractions` from syvla.data.stats.sample_fractions), so the
@@ -119,7 +119,7 @@ def clean_chunk_write(files: Sequence[str], decisions: pa.Table, out_dir: str | 
         _clean_write_files, batch_size=1, batch_format="pyarrow",
         fn_kwargs={"out_dir": str(out_dir), "fractions": dict(fractions), "seed": seed,
                    "lookup": decision_lookup(decisions), "chunk_len": chunk_len,
-                   "representation": representation, "rotation": rotation})
+                   "representation": representation, "rotation": rotation, "specs": dict(specs or {})})
     partials = ray.get(parts.to_arrow_refs())
     return sorted(str(p) for p in Path(out_dir).glob(prepared.SHARD_GLOB)), partials
 
@@ -206,8 +206,10 @@ def _embodiment(dataset: str, path: str, shards: Sequence[str], representation: 
     return prepared.embodiment_record(dataset, first, representation, declared_metadata(path))
 
 
-def prepare(cfg: PrepareConfig) -> PrepareResult:
-    """Run the whole prepare pipeline on the connected Ray cluster; see the module docstring."""
+def prepare(cfg: PrepareConfig, eef_specs: Mapping[str, act.EefSpec] | None = None) -> PrepareResult:
+    """Run the whole prepare pipeline on the connected Ray cluster; see the module docstring.
+
+    `eef_specs` ({dataset name: EefSpec}) serves action_representation "eef_relative"."""
     t0 = time.time()
     out = Path(cfg.output)
     if out.exists() and any(out.iterdir()):
@@ -237,7 +239,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         t1 = time.time()
         fractions = sample_fractions({dataset: max(robot_frames[dataset], 1)}, cfg.max_quantile_frames)
         written, partials = clean_chunk_write(files, decisions, out / dataset, fractions, cfg.chunk_len,
-                                              cfg.action_representation, cfg.eef_rotation, cfg.seed)
+                                              cfg.action_representation, cfg.eef_rotation, cfg.seed, eef_specs)
         stats_parts += partials
         shutil.rmtree(cache)
         embodiment = (_embodiment(dataset, path, written, cfg.action_representation)

@@ -45,11 +45,6 @@ class EmbodimentConfig:
         return self.vlm_camera or self.cameras[0]
 
 
-# Meta-World (the simulator of docs/architecture.md): 39-d observation as state,
-# 4-d EEF-delta + gripper action, a centre / top / gripper camera rig.
-METAWORLD = EmbodimentConfig("metaworld", state_dim=39, action_dim=4, cameras=("corner2", "topview", "gripperPOV"))
-
-
 @dataclasses.dataclass(frozen=True)
 class VLMConfig:
     """The Qwen2.5-VL backbone.
@@ -162,7 +157,9 @@ class SyVLAConfig:
     expert: ActionExpertConfig = dataclasses.field(default_factory=ActionExpertConfig)
     flow: FlowConfig = dataclasses.field(default_factory=FlowConfig)
     decoupling: DecouplingConfig = dataclasses.field(default_factory=DecouplingConfig)
-    embodiments: tuple[EmbodimentConfig, ...] = (METAWORLD,)
+    # Required: the robots this model acts for (the data's embodiments; Meta-World's is
+    # syvla.sim.metaworld.EMBODIMENT). No default robot, so a model never silently gets one.
+    embodiments: tuple[EmbodimentConfig, ...] = ()
     num_query_tokens: int = 20  # Feature Query Tokens (§3.1, App. A: n = 20)
     adapter_hidden: int = 0  # adapter MLP hidden width; 0 = expert width
     max_cot_tokens: int = 32  # bound on generated chain of thought at inference
@@ -173,7 +170,10 @@ class SyVLAConfig:
         _positive(self, "num_query_tokens", "max_cot_tokens", "max_prompt_tokens")
         object.__setattr__(self, "embodiments", tuple(self.embodiments))
         names = [e.name for e in self.embodiments]
-        if not names or len(set(names)) != len(names):
+        if not names:
+            raise ValueError("SyVLAConfig.embodiments is required: the robots the model acts for "
+                             "(e.g. syvla.sim.metaworld.EMBODIMENT, or the prepared data's embodiments)")
+        if len(set(names)) != len(names):
             raise ValueError(f"SyVLAConfig.embodiments must be non-empty with unique names, got {names}")
 
     def embodiment(self, name: str) -> EmbodimentConfig:
@@ -216,13 +216,13 @@ class SyVLAConfig:
 
 
 def debug_config(**overrides) -> SyVLAConfig:
-    """Tiny sizes: builds in < 1 s, a training step in tens of ms on a CPU."""
-    return dataclasses.replace(SyVLAConfig(), **overrides)
+    """Tiny sizes: builds in < 1 s, a training step in tens of ms on a CPU. Pass `embodiments`."""
+    return SyVLAConfig(**overrides)
 
 
 def paper_config(vlm_source: str = "Qwen/Qwen2.5-VL-3B-Instruct", **overrides) -> SyVLAConfig:
-    """Sizes of the paper's App. A. The VLM loads from `vlm_source` (local dir or hub name)."""
-    cfg = SyVLAConfig(
+    """Sizes of the paper's App. A. The VLM loads from `vlm_source` (local dir or hub name). Pass `embodiments`."""
+    sizes = dict(
         vlm=VLMConfig(source=vlm_source, image_size=224, dtype="bfloat16"),
         expert=ActionExpertConfig(
             width=1408,
@@ -239,7 +239,7 @@ def paper_config(vlm_source: str = "Qwen/Qwen2.5-VL-3B-Instruct", **overrides) -
         max_cot_tokens=128,
         max_prompt_tokens=256,
     )
-    return dataclasses.replace(cfg, **overrides)
+    return SyVLAConfig(**{**sizes, **overrides})
 
 
 PRESETS = Presets("model", {"debug": debug_config, "paper": paper_config})

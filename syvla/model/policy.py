@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from syvla import constants as K
 from syvla.model.checkpoint import load_checkpoint, save_checkpoint
-from syvla.model.config import SyVLAConfig, debug_config
+from syvla.model.config import EmbodimentConfig, SyVLAConfig, debug_config
 from syvla.model.processing import build_batch
 from syvla.normalize import DatasetStats, FeatureStats, NormStats
 
@@ -138,11 +139,12 @@ def unit_norm_stats(cfg: SyVLAConfig) -> NormStats:
 
 
 def make_debug_checkpoint(path: str | Path, seed: int = 0, policy_version: int = 0,
-                          cfg: SyVLAConfig | None = None) -> Path:
-    """Write an untrained debug-preset checkpoint with unit statistics (for tests and benchmarks)."""
+                          cfg: SyVLAConfig | None = None, embodiments: Sequence[EmbodimentConfig] = ()) -> Path:
+    """Write an untrained checkpoint with unit statistics (for tests and benchmarks): model `cfg`,
+    or the debug preset for `embodiments`."""
     from syvla.model.syvla import SyVLA
 
     torch.manual_seed(seed)
-    cfg = cfg or debug_config()
+    cfg = cfg or debug_config(embodiments=tuple(embodiments))
     model = SyVLA(cfg)
     return save_checkpoint(path, model, unit_norm_stats(cfg), policy_version)

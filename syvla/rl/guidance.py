@@ -31,7 +31,7 @@ from syvla.data.chunking import add_chunks, row_to_sample
 from syvla.data.columns import combine, episode_bounds
 from syvla.rl.advantages import monte_carlo_returns
 from syvla.rl.retrieval import ClipImageEncoder, ExpertIndex, RetrievalConfig, images_from_uint8, retrieve
-from syvla.train.data import task_texts
+from syvla.sim.metaworld import task_texts
 
 _KEEP = (K.DATASET, K.EPISODE_ID, K.FRAME_INDEX, K.TASK, K.COT, K.IMAGE_VIEWS, K.IMAGES, K.STATE, K.SUCCESS,
          K.KIND, K.CONVERSATION, K.ACTIONS, K.ACTION_MASK)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from syvla.cli import field
 from syvla.rl.guidance import ExpertSet
+from syvla.sim import metaworld as mw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +70,7 @@ def resolve_policy(run: RLRunConfig, log=print) -> tuple[Path, int]:
 
     root = Path(run.checkpoints_dir)
     path = find_checkpoint(run.checkpoint, [root / "finetune", root / "pretrain"], run.run_dir / "untrained-debug",
-                           field="RLRunConfig.checkpoint", who="rl", log=log)
+                           field="RLRunConfig.checkpoint", who="rl", embodiments=(mw.EMBODIMENT,), log=log)
     return path.resolve(), read_policy_version(path)
 
 
@@ -79,7 +80,8 @@ def load_experts(run: RLRunConfig, chunk_len: int, max_episodes_per_task: int = 
     if path.exists():
         log(f"[rl] expert set: {path} (tasks {list(run.tasks)})")
         return ExpertSet.load(path, chunk_len, run.tasks, max_episodes_per_task)
-    from syvla.data.metaworld_sim import SimRobot, run_expert_episode
+    from syvla.sim.expert import run_expert_episode
+    from syvla.sim.robot import SimRobot
 
     log(f"[rl] WARNING: {path} not found: collecting {run.expert_episodes} scripted demos per task in-process")
     tables = []
@@ -107,20 +109,20 @@ class SimRobots:
         self.summaries: list[dict] = []
 
     def __call__(self, label: str, version: int, n: int) -> None:
-        from syvla.serving.evaluate_endpoint import EndpointEvalConfig, evaluate_endpoint
+        from syvla.sim.episodes import Endpoint, EpisodeConfig, evaluate_endpoint
 
         self.join()
         per_task = -(-n // len(self.run.tasks))
         seed = self.run.seed if label == "final" else self._seed  # final: the layouts of RL episode 0
-        cfg = EndpointEvalConfig(url=self.url, tasks=self.run.tasks, episodes_per_task=per_task, seed=seed,
-                                 max_steps=self.run.max_steps, execute_steps=self.run.execute_steps,
-                                 image_size=self.run.image_size)
+        cfg = EpisodeConfig(tasks=self.run.tasks, episodes=per_task, seed=seed, max_steps=self.run.max_steps,
+                            execute_steps=self.run.execute_steps, image_size=self.run.image_size)
         if label != "final":
             self._seed += per_task
 
         def drive():
             try:
-                summary = evaluate_endpoint(cfg, robots=min(self.run.robots, per_task * len(self.run.tasks)))
+                summary = evaluate_endpoint(Endpoint(self.url), cfg,
+                                            robots=min(self.run.robots, per_task * len(self.run.tasks)))
                 self.summaries.append({"label": label, "version": version, **summary})
             except Exception:  # noqa: BLE001 - reported to the controller's thread by join()
                 self._error = traceback.format_exc()

@@ -47,9 +47,10 @@ class ServeRunConfig:
             raise ValueError(f"ServeRunConfig.version must be >= -1, got {self.version}")
 
 
-def find_checkpoint(explicit: str, roots: list[Path], fallback: Path, *, field: str, who: str, log=print) -> Path:
+def find_checkpoint(explicit: str, roots: list[Path], fallback: Path, *, field: str, who: str, embodiments=(),
+                    log=print) -> Path:
     """`explicit` (which must be a checkpoint), else the newest under the first of `roots` that has one,
-    else an untrained debug checkpoint at `fallback` (written once), with a loud warning."""
+    else an untrained debug checkpoint for `embodiments` at `fallback` (written once), with a loud warning."""
     from syvla.model.checkpoint import is_checkpoint_dir, newest_checkpoint
 
     if explicit:
@@ -65,19 +66,20 @@ def find_checkpoint(explicit: str, roots: list[Path], fallback: Path, *, field: 
     if not is_checkpoint_dir(fallback):
         from syvla.model.policy import make_debug_checkpoint
 
-        make_debug_checkpoint(fallback, seed=0)
+        make_debug_checkpoint(fallback, seed=0, embodiments=embodiments)
     log(f"[{who}] WARNING: no checkpoint under {', '.join(f'{r}/' for r in roots)}: using an UNTRAINED debug "
         f"checkpoint at {fallback} (its actions are noise; expect success near 0)")
     return fallback
 
 
-def resolve_checkpoint(cfg: ServeRunConfig, log=print) -> tuple[Path, int]:
-    """(checkpoint dir, version) to serve; creates a debug checkpoint when there is none, and says so."""
+def resolve_checkpoint(cfg: ServeRunConfig, embodiments=(), log=print) -> tuple[Path, int]:
+    """(checkpoint dir, version) to serve; creates a debug checkpoint for `embodiments` (the caller's robots)
+    when there is none, and says so."""
     from syvla.model.checkpoint import read_policy_version
 
     root = Path(cfg.checkpoints_dir)
     path = find_checkpoint(cfg.checkpoint, [root], root / DEBUG_CHECKPOINT, field="ServeRunConfig.checkpoint",
-                           who="serve", log=log)
+                           who="serve", embodiments=embodiments, log=log)
     version = read_policy_version(path) if cfg.version < 0 else cfg.version
     return path.resolve(), version
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from syvla.cli import Presets, field
 from syvla.model.config import ActionExpertConfig, SyVLAConfig, VisionTowerConfig, VLMConfig, paper_config
+from syvla.sim import metaworld as mw
 
 STAGES = ("pretrain", "finetune")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -92,7 +93,7 @@ class TrainConfig:
     name: str = field("pretrain-debug", "run name: Ray Train keeps the run under storage_path/name; same name = resume")
     stage: str = field("pretrain", "pretrain or finetune (recorded in checkpoints)")
     storage_path: str = field("runs", "Ray Train storage (local dir or URI); relative paths are made absolute")
-    model: SyVLAConfig = field(default_factory=SyVLAConfig, help="the policy (syvla.model.config); --model.* flags")
+    model: SyVLAConfig = field(default_factory=lambda: _debug_model(), help="the policy (syvla.model.config); --model.* flags")
     init_from: str = field("", "policy checkpoint to start from (fine-tuning); its model config replaces `model`")
     optim: OptimConfig = field(default_factory=OptimConfig, help="AdamW and its schedule (Table 7)")
     data: DataConfig = field(default_factory=DataConfig, help="prepared data and the mixture stream")
@@ -147,6 +148,7 @@ def _debug_model() -> SyVLAConfig:
     Expert 96 wide (vs 64), 2 layers; its SigLIP tower sees 32 px views; the VLM sees 56 px.
     """
     return SyVLAConfig(
+        embodiments=(mw.EMBODIMENT,),
         vlm=VLMConfig(),
         expert=ActionExpertConfig(width=96, depth=2, num_heads=4, vision=VisionTowerConfig(image_size=32, patch_size=8)),
         num_query_tokens=8,
@@ -155,7 +157,7 @@ def _debug_model() -> SyVLAConfig:
 
 def pretrain_paper() -> TrainConfig:
     return TrainConfig(
-        name="pretrain-paper", stage="pretrain", model=paper_config(),
+        name="pretrain-paper", stage="pretrain", model=paper_config(embodiments=(mw.EMBODIMENT,)),
         optim=OptimConfig(peak_lr=1e-4, decay_lr=1e-5, warmup_steps=5000, betas=(0.9, 0.999), eps=1e-8, clip_grad_norm=1.0),
         data=DataConfig(multimodal_ratio=0.35),
         scale=ScaleConfig(num_workers=32, use_gpu=True, cpus_per_worker=8, max_failures=3),
@@ -165,7 +167,7 @@ def pretrain_paper() -> TrainConfig:
 
 def finetune_paper() -> TrainConfig:
     return TrainConfig(
-        name="finetune-paper", stage="finetune", model=paper_config(),
+        name="finetune-paper", stage="finetune", model=paper_config(embodiments=(mw.EMBODIMENT,)),
         optim=OptimConfig(peak_lr=3e-5, decay_lr=3e-6, warmup_steps=1000, betas=(0.9, 0.995), eps=1e-8, clip_grad_norm=1.0),
         data=DataConfig(multimodal_ratio=0.30),
         scale=ScaleConfig(num_workers=8, use_gpu=True, cpus_per_worker=8, max_failures=3),

@@ -11,15 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from syvla import constants as K
+from syvla.sim.metaworld import task_texts
 from syvla.train.config import DataConfig
-
-
-def task_texts(tasks: Sequence[str]) -> list[str]:
-    """Task selectors -> instruction texts. A Meta-World task name (`reach-v3`) maps to its
-    instruction; anything else is taken as the instruction text itself."""
-    from syvla.data.metaworld_sim import TASK_INSTRUCTIONS
-
-    return [TASK_INSTRUCTIONS.get(t, t) for t in tasks]
 
 
 def filter_tasks_table(table: pa.Table, texts: Sequence[str]) -> pa.Table:

@@ -177,11 +177,12 @@ def test_serve_scales_replicas_up_under_load_and_down_after(cluster, tmp_path):
 
     from syvla.client import PolicyClient
     from syvla.model.policy import make_debug_checkpoint
+    from syvla.sim import metaworld as mw
     from syvla.serving.config import ServeConfig
     from syvla.serving.deployment import DEPLOYMENT_NAME, policy_app
 
     app_name, port = "syvla_scale", _free_port()
-    ckpt = make_debug_checkpoint(tmp_path / "ckpt", seed=0)
+    ckpt = make_debug_checkpoint(tmp_path / "ckpt", seed=0, embodiments=(mw.EMBODIMENT,))
     serve.start(proxy_location="HeadOnly", http_options={"host": "127.0.0.1", "port": port})
     try:
         config = ServeConfig(checkpoint=str(ckpt), version=0, replay_dir="", weight_poll_s=0)

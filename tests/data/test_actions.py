@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from syvla.data import actions as A
+from syvla.sim import metaworld as mw
 
 RNG = np.random.default_rng(0)
 
@@ -107,13 +108,13 @@ def test_world_delta_round_trip_and_no_gripper_slot_is_zero():
 def test_metaworld_mapping_recorded_values():
     state = np.zeros((1, 39))
     a = np.array([[1.0, 0.5, -1.0, 0.3]])
-    rel = A.to_eef_relative(a, state, A.METAWORLD_EEF)
+    rel = A.to_eef_relative(a, state, mw.EEF_SPEC)
     # hand rotated 90 degrees about y: EEF frame = (-z, y, x) of the world; 0.01 m per action unit
     np.testing.assert_allclose(rel, [[0.01, 0.005, 0.01, 0, 0, 0, 0.3]], atol=1e-7)
     acts = np.clip(RNG.normal(size=(50, 4)), -1, 1)
-    np.testing.assert_allclose(A.from_eef_relative(A.to_eef_relative(acts, RNG.normal(size=(50, 39)), A.METAWORLD_EEF),
-                                                   np.zeros((50, 39)), A.METAWORLD_EEF), acts, atol=1e-6)
-    assert A.eef_spec("metaworld") is A.METAWORLD_EEF
+    np.testing.assert_allclose(A.from_eef_relative(A.to_eef_relative(acts, RNG.normal(size=(50, 39)), mw.EEF_SPEC),
+                                                   np.zeros((50, 39)), mw.EEF_SPEC), acts, atol=1e-6)
+    assert A.eef_spec("metaworld", {mw.DATASET_NAME: mw.EEF_SPEC}) is mw.EEF_SPEC
 
 
 def test_specs_validate_and_unknown_dataset_raises():
@@ -126,8 +127,8 @@ def test_specs_validate_and_unknown_dataset_raises():
     with pytest.raises(ValueError, match="must span 4 values"):
         A.EefSpec(action_type="world_delta", action_dim=3, state_rotation=(3, 6), state_rotation_format="quat_wxyz")
     with pytest.raises(KeyError, match="no EefSpec registered for dataset 'bridge'"):
-        A.eef_spec("bridge")
+        A.eef_spec("bridge", {mw.DATASET_NAME: mw.EEF_SPEC})
     with pytest.raises(ValueError, match="action width 5"):
-        A.to_eef_relative(np.zeros((2, 5)), np.zeros((2, 39)), A.METAWORLD_EEF)
+        A.to_eef_relative(np.zeros((2, 5)), np.zeros((2, 39)), mw.EEF_SPEC)
     with pytest.raises(ValueError, match="unified rotation"):
-        A.to_eef_relative(np.zeros((2, 4)), np.zeros((2, 39)), A.METAWORLD_EEF, rotation="quat_wxyz")
+        A.to_eef_relative(np.zeros((2, 4)), np.zeros((2, 39)), mw.EEF_SPEC, rotation="quat_wxyz")

@@ -20,6 +20,7 @@ from syvla.data.columns import list_column, vectors
 from syvla.data.stats import norm_stats_exact
 from syvla.data.synthetic import synthetic_episode
 from syvla.normalize import NORM_STATS_FILE, NormStats
+from syvla.sim import metaworld as mw
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 30
@@ -135,7 +136,7 @@ def test_prepare_data_end_to_end(ray_local, tmp_path, capsys):
                               "--overwrite", "true", "--action_representation", "eef_relative"]) == 0
     rel = pq.read_table(out / "metaworld").sort_by([(K.EPISODE_ID, "ascending"), (K.FRAME_INDEX, "ascending")])
     native = shards.sort_by([(K.EPISODE_ID, "ascending"), (K.FRAME_INDEX, "ascending")])
-    want = A.to_eef_relative(vectors(native, K.ACTION), vectors(native, K.STATE), A.METAWORLD_EEF)
+    want = A.to_eef_relative(vectors(native, K.ACTION), vectors(native, K.STATE), mw.EEF_SPEC)
     np.testing.assert_allclose(vectors(rel, K.ACTION), want, atol=1e-7)
     assert NormStats.load(out / NORM_STATS_FILE)["metaworld"].action.dim == 7
     assert json.loads((out / P.MANIFEST_FILE).read_text())["action_representation"] == "eef_relative"

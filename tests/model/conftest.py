@@ -4,11 +4,12 @@ import torch
 
 from syvla.model.config import debug_config
 from syvla.normalize import DatasetStats, FeatureStats, NormStats
+from syvla.sim import metaworld as mw
 
 
 @pytest.fixture(scope="session")
 def cfg():
-    return debug_config()
+    return debug_config(embodiments=(mw.EMBODIMENT,))
 
 
 @pytest.fixture(scope="session")

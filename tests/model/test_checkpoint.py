@@ -8,6 +8,7 @@ import torch
 from syvla.model import checkpoint as C
 from syvla.model.checkpoint import load_checkpoint, save_checkpoint
 from syvla.model.policy import ObservationError, Policy, make_debug_checkpoint
+from syvla.sim import metaworld as mw
 
 from model_testlib import robot_sample
 
@@ -60,7 +61,7 @@ def test_missing_pieces_raise(tmp_path, model, norm_stats):
 
 
 def test_policy_rejects_bad_observations(tmp_path):
-    policy = Policy.load(make_debug_checkpoint(tmp_path / "ck"))
+    policy = Policy.load(make_debug_checkpoint(tmp_path / "ck", embodiments=(mw.EMBODIMENT,)))
     good = _obs(np.random.default_rng(0))
     cases = {
         "embodiment": {**good, "embodiment": "aloha"},
@@ -76,7 +77,7 @@ def test_policy_rejects_bad_observations(tmp_path):
 
 
 def test_seeds(tmp_path):
-    policy = Policy.load(make_debug_checkpoint(tmp_path / "a", seed=0, policy_version=1))
+    policy = Policy.load(make_debug_checkpoint(tmp_path / "a", seed=0, policy_version=1, embodiments=(mw.EMBODIMENT,)))
     obs = _obs(np.random.default_rng(0))
     a1, a2 = policy.infer(obs), policy.infer(obs)
     np.testing.assert_array_equal(a1["actions"], a2["actions"])
@@ -86,7 +87,7 @@ def test_seeds(tmp_path):
 
 
 def test_think_generates_a_bounded_chain_of_thought(tmp_path):
-    policy = Policy.load(make_debug_checkpoint(tmp_path / "ck"))
+    policy = Policy.load(make_debug_checkpoint(tmp_path / "ck", embodiments=(mw.EMBODIMENT,)))
     out = policy.infer({**_obs(np.random.default_rng(0)), "think": True})
     assert isinstance(out["cot"], str)
     n = len(policy._loaded.model.processor.tokenizer(out["cot"], add_special_tokens=False)["input_ids"])

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from syvla.model.config import ActionExpertConfig, DecouplingConfig, EmbodimentConfig, SyVLAConfig, VLMConfig, paper_config, preset
+from syvla.sim import metaworld as mw
 
 
 def test_bad_fields_are_named():
@@ -20,7 +21,7 @@ def test_bad_fields_are_named():
 
 
 def test_config_dict_round_trip():
-    cfg = paper_config()
+    cfg = paper_config(embodiments=(mw.EMBODIMENT,))
     assert SyVLAConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -30,7 +31,7 @@ def test_paper_action_expert_parameter_count():
     one embodiment's state/action encoder-decoder. Not counted: the adapter (part of the bridge)."""
     from syvla.model.action_expert import ActionExpert
 
-    cfg = paper_config()
+    cfg = paper_config(embodiments=(mw.EMBODIMENT,))
     assert (cfg.expert.depth, cfg.expert.width, cfg.expert.num_heads, cfg.expert.ff_ratio, cfg.expert.chunk_len) == (15, 1408, 32, 2.67, 50)
     with torch.device("meta"):
         expert = ActionExpert(cfg.expert, cfg.embodiments, cfg.max_cameras)
@@ -42,4 +43,4 @@ def test_paper_action_expert_parameter_count():
 
 def test_replace_keeps_validation():
     with pytest.raises(ValueError):
-        dataclasses.replace(SyVLAConfig(), num_query_tokens=0)
+        dataclasses.replace(SyVLAConfig(embodiments=(mw.EMBODIMENT,)), num_query_tokens=0)

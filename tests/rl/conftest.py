@@ -16,9 +16,10 @@ def one_thread():
 def rl_ckpts(tmp_path_factory):
     """Two debug-preset policy checkpoints with different weights: version 0 (seed 0) and version 1 (seed 1)."""
     from syvla.model.policy import make_debug_checkpoint
+    from syvla.sim import metaworld as mw
 
     root = tmp_path_factory.mktemp("rl_ckpts")
-    return [make_debug_checkpoint(root / f"v{v}", seed=v, policy_version=v) for v in (0, 1)]
+    return [make_debug_checkpoint(root / f"v{v}", seed=v, policy_version=v, embodiments=(mw.EMBODIMENT,)) for v in (0, 1)]
 
 
 @pytest.fixture(scope="session")

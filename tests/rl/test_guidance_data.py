@@ -57,6 +57,7 @@ def test_pipeline_flags_and_policy_choice(tmp_path):
     from pathlib import Path
 
     from syvla.model.policy import make_debug_checkpoint
+    from syvla.sim import metaworld as mw
     from syvla.rl.launch import RLRunConfig, resolve_policy
 
     spec = importlib.util.spec_from_file_location("rl_pipeline", Path(__file__).parents[2] / "pipelines" / "rl.py")
@@ -73,7 +74,7 @@ def test_pipeline_flags_and_policy_choice(tmp_path):
     run = RLRunConfig(checkpoints_dir=str(tmp_path / "ckpt"), runs_dir=str(tmp_path / "runs"))
     path, version = resolve_policy(run, log=logs.append)  # nothing trained yet: a debug one, with a warning
     assert version == 0 and "UNTRAINED" in logs[-1] and path.parent == (tmp_path / "runs" / "rl-debug").resolve()
-    make_debug_checkpoint(tmp_path / "ckpt" / "pretrain" / "pt", policy_version=5)
+    make_debug_checkpoint(tmp_path / "ckpt" / "pretrain" / "pt", policy_version=5, embodiments=(mw.EMBODIMENT,))
     assert resolve_policy(run, log=logs.append)[1] == 5
-    make_debug_checkpoint(tmp_path / "ckpt" / "finetune" / "ft", policy_version=7)
+    make_debug_checkpoint(tmp_path / "ckpt" / "finetune" / "ft", policy_version=7, embodiments=(mw.EMBODIMENT,))
     assert resolve_policy(run, log=logs.append) == ((tmp_path / "ckpt" / "finetune" / "ft").resolve(), 7)

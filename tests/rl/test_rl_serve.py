@@ -55,7 +55,7 @@ def test_one_rl_iteration_raises_the_version_on_every_replica(served, rl_ckpts, 
     from syvla.rl.actors import serve_publisher, start_workers, stop_workers
     from syvla.rl.controller import RLController
     from syvla.serving.deployment import get_registry
-    from syvla.serving.evaluate_endpoint import EndpointEvalConfig, evaluate_endpoint
+    from syvla.sim.episodes import Endpoint, EpisodeConfig, evaluate_endpoint
 
     url, replay = served
     cfg = debug_rl_config(rl_episodes=1, rollouts_per_episode=2, final_eval=False, num_learners=2,
@@ -65,8 +65,8 @@ def test_one_rl_iteration_raises_the_version_on_every_replica(served, rl_ckpts, 
     robot_runs = []
 
     def robots(label, version, n):  # simulated Meta-World robots drive the endpoint and post 0/1 rewards
-        summary = evaluate_endpoint(EndpointEvalConfig(url=url, tasks=("reach-v3",), episodes_per_task=n,
-                                                       max_steps=50, execute_steps=25, image_size=32))
+        summary = evaluate_endpoint(Endpoint(url=url), EpisodeConfig(tasks=("reach-v3",), episodes=n, seed=0,
+                                                                     max_steps=50, execute_steps=25, image_size=32))
         robot_runs.append((label, version, summary))
 
     workers = start_workers(cfg, rl_ckpts[0], replay, expert_set)

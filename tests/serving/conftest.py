@@ -9,9 +9,10 @@ import pytest
 def debug_ckpts(tmp_path_factory):
     """Two debug checkpoints with different weights: version 0 (seed 0) and version 1 (seed 1)."""
     from syvla.model.policy import make_debug_checkpoint
+    from syvla.sim import metaworld as mw
 
     root = tmp_path_factory.mktemp("ckpts")
-    return [make_debug_checkpoint(root / f"v{v}", seed=v, policy_version=v) for v in (0, 1)]
+    return [make_debug_checkpoint(root / f"v{v}", seed=v, policy_version=v, embodiments=(mw.EMBODIMENT,)) for v in (0, 1)]
 
 
 @pytest.fixture(scope="module")

@@ -255,18 +255,18 @@ class ScriptedRobot:
 
 
 def test_endpoint_episode_posts_reward_or_aborts_when_its_version_is_retired(tmp_path, debug_ckpts):
-    from syvla.serving.evaluate_endpoint import EndpointEvalConfig, run_episode, summarize
+    from syvla.sim.episodes import EpisodeConfig, ServedPolicy, run_episode, summarize
 
     host, http = make_server(tmp_path, debug_ckpts[0], keep_versions=1)
-    cfg = EndpointEvalConfig(url="http://testserver", execute_steps=10)
-    c = client(http, "msgpack", api_key=None)
+    cfg = EpisodeConfig(execute_steps=10)
+    c = ServedPolicy(client(http, "msgpack", api_key=None))
     ok = run_episode(c, ScriptedRobot(lambda: None, chunks_to_success=2), "reach-v3", 0, cfg)
-    assert (ok["success"], ok["chunks"], ok["steps"], ok["aborted"]) == (True, 2, 20, None)
+    assert (ok.success, ok.chunks, ok.steps, ok.aborted) == (True, 2, 20, None)
     retire = ScriptedRobot(lambda: host.load_version(host.current_version + 1, str(debug_ckpts[1])), 3)
     gone = run_episode(c, retire, "reach-v3", 1, cfg)
-    assert gone["aborted"] and gone["chunks"] == 1 and not gone["success"]
+    assert gone.aborted and gone.chunks == 1 and not gone.success
     eps = rb.ReplayReader(tmp_path / "replay").episodes(decode=False)
-    assert eps[ok["episode_id"]].reward == 1 and eps[gone["episode_id"]].reward is None
+    assert eps[ok.episode_id].reward == 1 and eps[gone.episode_id].reward is None
     summary = summarize([ok, gone])
     assert (summary["success_rate"], summary["episodes"], summary["aborted"]) == (1.0, 1, 1)
 

@@ -9,6 +9,7 @@ import pytest
 
 from syvla.model.checkpoint import POLICY_VERSION_FILE, newest_checkpoint
 from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config
+from syvla.sim import metaworld as mw
 
 
 def test_newest_checkpoint_and_explicit_one(tmp_path, debug_ckpts):
@@ -34,7 +35,7 @@ def test_missing_checkpoint_creates_a_debug_one_and_says_so(tmp_path, monkeypatc
     monkeypatch.setenv("SYVLA_API_KEY", "from-env")
     logs = []
     cfg = ServeRunConfig(checkpoints_dir=str(tmp_path / "ck"), replay_dir=str(tmp_path / "replay"))
-    path, version = resolve_checkpoint(cfg, log=logs.append)
+    path, version = resolve_checkpoint(cfg, embodiments=(mw.EMBODIMENT,), log=logs.append)
     assert path == (tmp_path / "ck" / "debug").resolve() and version == 0
     assert "UNTRAINED debug checkpoint" in logs[0]
     server = serve_config(cfg, path, version)

@@ -171,12 +171,11 @@ def test_unknown_pinned_version_is_409(app):
 
 def test_sim_robot_episode_through_the_endpoint(app):
     """A Meta-World robot drives the endpoint: chunks executed, 0/1 reward posted, episode in the replay buffer."""
-    from syvla.serving.evaluate_endpoint import EndpointEvalConfig, evaluate_endpoint
+    from syvla.sim.episodes import Endpoint, EpisodeConfig, evaluate_endpoint
 
     url, replay = app
-    cfg = EndpointEvalConfig(url=url, api_key=KEY, tasks=("reach-v3",), episodes_per_task=1, max_steps=60,
-                             execute_steps=25, image_size=32)
-    summary = evaluate_endpoint(cfg)
+    cfg = EpisodeConfig(tasks=("reach-v3",), episodes=1, seed=0, max_steps=60, execute_steps=25, image_size=32)
+    summary = evaluate_endpoint(Endpoint(url=url, api_key=KEY), cfg)
     (ep,) = summary["results"]
     assert ep["steps"] == 60 or ep["success"]
     assert ep["chunks"] == -(-ep["steps"] // 25) and summary["per_task"].keys() == {"reach-v3"}

@@ -6,8 +6,9 @@ import pyarrow as pa
 
 from syvla import constants as K
 from syvla.model.checkpoint import REQUIRED_FILES
+from syvla.sim.metaworld import task_texts
 from syvla.train import loop
-from syvla.train.data import filter_tasks_table, task_texts
+from syvla.train.data import filter_tasks_table
 from syvla.train.metrics import MetricsLogger, read_history
 
 from train_helpers import synthetic_table

@@ -37,6 +37,6 @@ def test_pretrain_finetune_evaluate(ray_local, tmp_path):
     assert evaluate.main(["--checkpoint", str(ft_out), "--episodes", "1", "--max_steps", "20",
                           "--heldout_episodes", "1", "--json", str(result_file)]) == 0
     result = json.loads(result_file.read_text())
-    assert len(result["closed_loop"]["episodes"]) == 1 and result["closed_loop"]["episodes"][0]["seed"] == 1000
+    assert len(result["closed_loop"]["results"]) == 1 and result["closed_loop"]["results"][0]["seed"] == 1000
     ol = result["open_loop"]["reach-v3"]
     assert ol["frames"] > 10 and ol["baseline_mse"] > 0 and ol["policy_mse"] > 0

@@ -9,36 +9,49 @@ import pytest
 
 from syvla import constants as K
 from syvla.data import images
-from syvla.data import metaworld_sim as ms
 from syvla.data.schema import FRAME_SCHEMA
+from syvla.sim import metaworld as mw
+from syvla.sim.expert import run_expert_episode
+from syvla.sim.robot import SimRobot
 
 SIZE = 32  # px: enough to tell views apart, cheap to render
 
 
 @pytest.fixture(scope="module")
 def robot():
-    r = ms.SimRobot(image_size=SIZE)
+    r = SimRobot(image_size=SIZE)
     yield r
     r.close()
 
 
 @pytest.fixture(scope="module")
 def episode(robot):
-    return ms.run_expert_episode("reach-v3", seed=3, image_size=SIZE, max_steps=150, cot=True, episode_id=11, robot=robot)
+    return run_expert_episode("reach-v3", seed=3, image_size=SIZE, max_steps=150, cot=True, episode_id=11, robot=robot)
+
+
+def test_metaworld_facts_module_is_import_light():
+    """Configs name the robot through syvla.sim.metaworld without loading the simulator or a framework."""
+    import subprocess
+    import sys
+
+    code = ("import sys, syvla.sim.metaworld as mw; "
+            "print(sorted(m for m in ('torch', 'mujoco', 'metaworld', 'ray') if m in sys.modules), mw.EMBODIMENT.name)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[] metaworld"
 
 
 def test_instructions_and_plans_cover_all_50_tasks():
     from metaworld.env_dict import ALL_V3_ENVIRONMENTS
     from metaworld.policies import ENV_POLICY_MAP
 
-    assert set(ms.TASK_INSTRUCTIONS) == set(ALL_V3_ENVIRONMENTS) == set(ENV_POLICY_MAP)
-    assert len(ms.TASK_INSTRUCTIONS) == 50
-    assert ms.instruction("reach-v3") == "reach the red goal position"
-    assert all(1 <= len(p) <= 3 for p in ms.TASK_PLANS.values())
-    assert ms.plan_text("pick-place-v3", 1) == ("Plan: 1. move the gripper to the puck; 2. grasp the puck; "
+    assert set(mw.TASK_INSTRUCTIONS) == set(ALL_V3_ENVIRONMENTS) == set(ENV_POLICY_MAP)
+    assert len(mw.TASK_INSTRUCTIONS) == 50
+    assert mw.instruction("reach-v3") == "reach the red goal position"
+    assert all(1 <= len(p) <= 3 for p in mw.TASK_PLANS.values())
+    assert mw.plan_text("pick-place-v3", 1) == ("Plan: 1. move the gripper to the puck; 2. grasp the puck; "
                                                 "3. carry the puck to the goal. Now: 2. grasp the puck.")
     with pytest.raises(KeyError, match="unknown Meta-World task 'fly-v3'"):
-        ms.instruction("fly-v3")
+        mw.instruction("fly-v3")
 
 
 def test_expert_episode_in_frame_schema(episode):
@@ -77,7 +90,7 @@ def test_expert_images_are_real_and_differ_between_views(episode):
 
 def test_state_matches_env_and_replay_reproduces_success(robot, episode):
     obs = robot.reset("reach-v3", seed=3)
-    assert set(obs["images"]) == set(ms.DEFAULT_VIEWS)
+    assert set(obs["images"]) == set(mw.CAMERAS)
     assert obs["state"].dtype == np.float32 and obs["state"].shape == (39,)
     np.testing.assert_array_equal(obs["state"], episode.column(K.STATE)[0].as_py())
     np.testing.assert_array_equal(obs["images"]["topview"], images.decode(episode.column(K.IMAGES)[0].as_py()[1]))
@@ -89,7 +102,7 @@ def test_state_matches_env_and_replay_reproduces_success(robot, episode):
         if done:
             break
     assert success and done
-    assert robot.steps == len(actions) - ms.SUCCESS_TAIL_STEPS  # stopped at the first success
+    assert robot.steps == len(actions) - mw.SUCCESS_TAIL_STEPS  # stopped at the first success
     np.testing.assert_array_equal(obs["state"], episode.column(K.STATE)[robot.steps].as_py())
     with pytest.raises(RuntimeError, match="episode is over"):
         robot.step_chunk(actions[:1])
@@ -108,7 +121,7 @@ def test_sim_robot_chunks_layouts_and_errors(robot):
     assert robot.instruction == "reach the red goal position"
     with pytest.raises(ValueError, match=r"shape \[T, 4\]"):
         robot.step_chunk(np.zeros((3, 7)))
-    short = ms.SimRobot(image_size=8, views=("topview",), max_steps=3)
+    short = SimRobot(image_size=8, views=("topview",), max_steps=3)
     try:
         short.reset("reach-v3", 0)
         obs, success, done = short.step_chunk(np.zeros((5, 4)))
@@ -127,7 +140,7 @@ def _load_pipeline():
 
 
 def test_collect_sim_config_validation():
-    from syvla.data.sim_collect import CollectSimConfig, episode_plan
+    from syvla.sim.collect import CollectSimConfig, episode_plan
 
     with pytest.raises(ValueError, match="CollectSimConfig.tasks has unknown"):
         CollectSimConfig(tasks="reach-v3,fly-v3")

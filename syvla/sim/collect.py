@@ -1,7 +1,7 @@
-"""Meta-World expert collection as plain functions: the plan, a worker, an ordered sink.
+"""Meta-World expert collection as plain functions: the plan, a worker, an ordered writer.
 
-pipelines/collect_sim.py wraps `EpisodeCollector` in Ray actors; everything
-here also runs in one process (see `collect_local`).
+`syvla.sim.ray_collect` runs `EpisodeCollector`s as Ray actors; everything here
+also runs in one process (`collect_local`), with the same output.
 """
 
 from __future__ import annotations
@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import pyarrow as pa
 
 from syvla import constants as K
-from syvla.data import metaworld_sim as ms
 from syvla.data.lerobot import LeRobotWriteOptions, LeRobotWriter
+from syvla.sim import metaworld as mw
+from syvla.sim.expert import run_expert_episode
+from syvla.sim.robot import SimRobot
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +28,7 @@ class CollectSimConfig:
     tasks: str = "reach-v3,button-press-topdown-v3,drawer-close-v3"  # comma-separated Meta-World v3 tasks (fast, reliable experts)
     episodes_per_task: int = 10
     image_size: int = 64  # px, square, every camera
-    views: str = ",".join(ms.DEFAULT_VIEWS)  # comma-separated cameras (= METAWORLD.cameras)
+    views: str = ",".join(mw.CAMERAS)  # comma-separated cameras (= metaworld.EMBODIMENT.cameras)
     seed: int = 0  # draws every episode's layout seed and which episodes get CoT text
     cot_fraction: float = 0.1  # fraction of episodes with templated chain-of-thought text per frame
     max_steps: int = 200  # per episode; the experts succeed in 35-140 steps
@@ -40,7 +43,7 @@ class CollectSimConfig:
         tasks = self.task_list
         if not tasks:
             raise ValueError("CollectSimConfig.tasks must name at least one task")
-        unknown = [t for t in tasks if t not in ms.TASK_INSTRUCTIONS]
+        unknown = [t for t in tasks if t not in mw.TASK_INSTRUCTIONS]
         if unknown:
             raise ValueError(f"CollectSimConfig.tasks has unknown Meta-World tasks {unknown}")
         if self.episodes_per_task < 1:
@@ -51,8 +54,8 @@ class CollectSimConfig:
             raise ValueError("CollectSimConfig.views must name at least one camera")
         if not 0.0 <= self.cot_fraction <= 1.0:
             raise ValueError(f"CollectSimConfig.cot_fraction must be in [0, 1], got {self.cot_fraction}")
-        if not 1 <= self.max_steps <= ms.MAX_PATH_LENGTH:
-            raise ValueError(f"CollectSimConfig.max_steps must be in 1..{ms.MAX_PATH_LENGTH}, got {self.max_steps}")
+        if not 1 <= self.max_steps <= mw.MAX_PATH_LENGTH:
+            raise ValueError(f"CollectSimConfig.max_steps must be in 1..{mw.MAX_PATH_LENGTH}, got {self.max_steps}")
         if not self.output:
             raise ValueError("CollectSimConfig.output must be a folder path")
         if self.codec not in ("h264", "av1"):
@@ -97,13 +100,16 @@ class EpisodeCollector:
     """Runs expert episodes, reusing one SimRobot (env + renderer per task)."""
 
     def __init__(self, image_size: int, views, max_steps: int):
-        self.robot = ms.SimRobot(image_size=image_size, views=views)
+        self.robot = SimRobot(image_size=image_size, views=views)
         self.image_size, self.views, self.max_steps = image_size, tuple(views), max_steps
 
     def run(self, spec: EpisodeSpec) -> pa.Table:
-        return ms.run_expert_episode(spec.task, spec.seed, image_size=self.image_size, views=self.views,
-                                     max_steps=self.max_steps, cot=spec.cot, episode_id=spec.episode_id,
-                                     robot=self.robot)
+        return run_expert_episode(spec.task, spec.seed, image_size=self.image_size, views=self.views,
+                                  max_steps=self.max_steps, cot=spec.cot, episode_id=spec.episode_id,
+                                  robot=self.robot)
+
+    def close(self) -> None:
+        self.robot.close()
 
 
 class OrderedSink:
@@ -157,24 +163,31 @@ def existing_matches(cfg: CollectSimConfig) -> bool:
 
 
 def open_writer(cfg: CollectSimConfig) -> LeRobotWriter:
-    opts = LeRobotWriteOptions(fps=1.0 / 0.0125, codec=cfg.codec, robot_type="sawyer")  # Meta-World steps at 80 Hz
-    return LeRobotWriter(cfg.output, opts, dataset=ms.DATASET_NAME, overwrite=True,
+    opts = LeRobotWriteOptions(fps=mw.CONTROL_HZ, codec=cfg.codec, robot_type=mw.ROBOT_TYPE)
+    return LeRobotWriter(cfg.output, opts, dataset=mw.DATASET_NAME, overwrite=True,
                          extra_info={"collect_config": cfg.fingerprint()})
 
 
+def write_episodes(cfg: CollectSimConfig, finished: Iterable[tuple[EpisodeSpec, pa.Table]], total: int,
+                   log=print) -> tuple[LeRobotWriter, Progress]:
+    """Write (spec, table) pairs, in whatever order they finish, as the dataset cfg.output (in
+    episode_id order); logs a line per episode. Returns the closed writer and the progress counts."""
+    progress = Progress(total, log)
+    with open_writer(cfg) as writer:
+        sink = OrderedSink(writer)
+        for spec, table in finished:
+            progress.update(spec, table)
+            sink.add(table)
+    return writer, progress
+
+
 def collect_local(cfg: CollectSimConfig, log=print) -> Path:
-    """Single-process collection (no Ray): same output as pipelines/collect_sim.py."""
+    """Single-process collection (no Ray): the same dataset as syvla.sim.ray_collect.collect."""
     specs = episode_plan(cfg)
     worker = EpisodeCollector(cfg.image_size, cfg.view_list, cfg.max_steps)
-    progress = Progress(len(specs), log)
     try:
-        with open_writer(cfg) as writer:
-            sink = OrderedSink(writer)
-            for spec in specs:
-                table = worker.run(spec)
-                progress.update(spec, table)
-                sink.add(table)
+        _, progress = write_episodes(cfg, ((spec, worker.run(spec)) for spec in specs), len(specs), log)
     finally:
-        worker.robot.close()
+        worker.close()
     log(f"[collect_sim] {progress.summary()}")
     return Path(cfg.output)

@@ -7,14 +7,15 @@ import torch
 
 from syvla import constants as K
 from syvla.model.checkpoint import load_checkpoint, save_checkpoint
-from syvla.model.policy import ObservationError, Policy, make_debug_checkpoint
+from syvla.model.policy import Policy, make_debug_checkpoint
+from syvla.model.sample import ObservationError
 
 from model_testlib import robot_sample
 
 
 def _obs(rng, seed=7):
     s = robot_sample(rng)
-    return {"embodiment": "metaworld", "images": s["images"], "state": s["state"], "instruction": "reach the goal", "seed": seed}
+    return {"embodiment": "metaworld", "images": s.images, "state": s.state, "instruction": "reach the goal", "seed": seed}
 
 
 def test_save_reload_gives_identical_actions(tmp_path, model, norm_stats):

@@ -63,7 +63,7 @@ def test_pipeline_flags_and_policy_choice(tmp_path):
     spec = importlib.util.spec_from_file_location("rl_pipeline", Path(__file__).parents[2] / "pipelines" / "rl.py")
     rl = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rl)
-    cfg, run = rl.parse(["--retrieval.mode", "random", "--decoupling", "false", "--fpo.clip_eps", "0.1",
+    cfg, run = rl.parse(["--retrieval.mode", "random", "--ablate_decoupling", "true", "--fpo.clip_eps", "0.1",
                          "--run.tasks", "reach-v3", "push-v3", "--run.robots", "3"])
     assert cfg.ablation == "w/o Similar Sample, w/o Intention Decoupling" and cfg.fpo.clip_eps == 0.1
     assert run.tasks == ("reach-v3", "push-v3") and run.robots == 3 and cfg.rl_episodes == 3

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 import syvla  # noqa: F401
-from syvla import constants as K
 from syvla.model.config import ActionExpertConfig, SyVLAConfig, VisionTowerConfig, VLMConfig
 from syvla.model.processing import build_batch
+from syvla.model.sample import Sample
 from syvla.model.syvla import SyVLA
 from syvla.normalize import DatasetStats, FeatureStats, NormStats
 from syvla.sim import metaworld as mw
@@ -63,11 +63,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     stats = NormStats({"metaworld": DatasetStats(FeatureStats.from_array(rng.normal(size=(64, 39))),
                                                  FeatureStats.from_array(rng.normal(size=(64, 4))))})
-    samples = [{"embodiment": "metaworld", K.KIND: K.KIND_ROBOT, K.TASK: "pick up the red block and place it in the bin",
-                K.COT: None, "images": {c: rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)
-                                        for c in ("corner2", "topview", "gripperPOV")},
-                K.STATE: rng.normal(size=39).astype(np.float32), K.ACTIONS: rng.normal(size=(50, 4)).astype(np.float32),
-                K.ACTION_MASK: np.ones(50, bool)} for _ in range(args.batch)]
+    samples = [Sample(embodiment="metaworld", task="pick up the red block and place it in the bin",
+                      images={c: rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)
+                              for c in ("corner2", "topview", "gripperPOV")},
+                      state=rng.normal(size=39).astype(np.float32), actions=rng.normal(size=(50, 4)).astype(np.float32),
+                      action_mask=np.ones(50, bool)) for _ in range(args.batch)]
     batch = build_batch(samples, model.processor, cfg, stats)
     print(f"VLM tokens/sample {batch.vlm['input_ids'].shape[1]}, expert tokens/sample "
           f"{3 * cfg.expert.image_tokens_per_view + 2 + cfg.expert.chunk_len}")
@@ -76,10 +76,11 @@ def main() -> None:
     settings = {"off": (False, "float32"), "fp32 probe": (True, "float32"), "bf16 probe": (True, "bfloat16")}
 
     def step(name: str) -> float:
-        decoupling, probe = settings[name]
-        model.cfg = dataclasses.replace(cfg, decoupling=dataclasses.replace(cfg.decoupling, probe_dtype=probe))
+        enabled, probe = settings[name]
+        model.cfg = dataclasses.replace(cfg, decoupling=dataclasses.replace(cfg.decoupling, enabled=enabled,
+                                                                            probe_dtype=probe))
         t0 = time.perf_counter()
-        out = model(batch, gen, decoupling=decoupling)
+        out = model(batch, gen)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
@@ -103,24 +104,22 @@ def main() -> None:
 def mask_agreement(model, cfg, batch, trials: int = 8) -> float:
     """Share of masked Feature Query States that the bf16 probe picks exactly as the fp32 probe does."""
     from syvla.model import flow
-    from syvla.model.decoupling import decoupled_states
 
     with torch.no_grad():
         hidden = model.vlm_hidden(batch.vlm, batch.query_mask)
-        states = model.query_tokens.gather(hidden, batch.query_mask, cfg.num_query_tokens)
-        prefix, pmask = model.expert.encode_context(batch.images, batch.view_mask, batch.state, batch.embodiment_ids)
+    probes = {dt: dataclasses.replace(cfg, decoupling=dataclasses.replace(cfg.decoupling, enabled=True, probe_dtype=dt))
+              for dt in ("float32", "bfloat16")}
     same = total = 0
     for k in range(trials):
         g = torch.Generator().manual_seed(1000 + k)
         t = flow.sample_time(batch.num_robot, cfg.flow, g)
         noise = torch.randn(batch.actions.shape, generator=g)
-        x_t, u = flow.interpolate(batch.actions, noise, t), flow.target_velocity(batch.actions, noise)
-
-        def loss(h):
-            v = model.expert.velocity(prefix, pmask, batch.embodiment_ids, x_t, t, model.adapter(h))
-            return flow.loss(v, u, batch.action_mask, batch.dim_mask)
-
-        keeps = [decoupled_states(states, loss, cfg.decoupling.tau, dt)[1] for dt in (torch.float32, torch.bfloat16)]
+        keeps = []
+        for probe_cfg in probes.values():  # the same flow times and noises under either probe
+            model.cfg = probe_cfg
+            with torch.no_grad():
+                keeps.append(model.per_sample_flow_losses(batch, t[:, None], noise[:, None], hidden=hidden)[1])
+        model.cfg = cfg
         masked = [~k_ for k_ in keeps]
         same += int((masked[0] & masked[1]).sum())
         total += int(masked[0].sum())

@@ -4,7 +4,7 @@
     python pipelines/rl.py --retrieval.mode random           # ablation "w/o Similar Sample" (Table 3)
     python pipelines/rl.py --use_expert_data false           # ablation "w/o Expert Dataset"
     python pipelines/rl.py --advantage.expert_gae true       # ablation "w/ standard Advantage"
-    python pipelines/rl.py --decoupling false                # ablation "w/o Intention Decoupling"
+    python pipelines/rl.py --ablate_decoupling true          # ablation "w/o Intention Decoupling"
     python pipelines/rl.py --run.name rl-a --run.robots 0    # real robots: they post 0/1 rewards themselves
     ray job submit -- python pipelines/rl.py --preset paper --clip_checkpoint /ckpt/vit_b_32.bin
 

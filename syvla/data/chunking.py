@@ -1,4 +1,4 @@
-"""Action chunks per frame, image decoding/resizing, and the model sample dict.
+"""Action chunks per frame, image decoding/resizing, and prepared rows as model samples.
 
 * :func:`chunk_actions` / :func:`add_chunks`: for each frame t of an episode,
   ``actions[t:t + chunk_len]``; past the episode end the last action repeats and
@@ -6,9 +6,10 @@
   docs/architecture.md "Chunked samples"). VQA rows get empty chunks.
 * :func:`resize_views`: one resize per model tower (the VLM and the action
   expert's SigLIP take different sizes).
-* :func:`row_to_sample`: a chunked row -> the model sample dict that
+* :func:`row_to_sample`: a chunked row -> the `syvla.model.sample.Sample` that
   ``syvla.model.processing.build_batch`` takes (training consumes the mixture
-  stream through it; keep the name and the dict stable).
+  stream through it). The row format is this package's, so the row parser
+  lives here; the Sample's own checks live on the dataclass.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from syvla.data import images
 from syvla.data.cleaning import sort_frames
 from syvla.data.columns import combine, episode_bounds, vectors
 from syvla.data.schema import FRAME_SCHEMA
+from syvla.model.sample import Sample
 
 DEFAULT_CHUNK_LEN = 50  # paper App. A: action chunk 50
 
@@ -100,7 +102,7 @@ def resize_views(views: Mapping[str, np.ndarray], size: int | tuple[int, int]) -
     return out
 
 
-# ---- model samples --------------------------------------------------------------
+# ---- model samples (syvla.model.sample.Sample) -----------------------------------
 def _float_array(value: Any, field: str, ndim: int) -> np.ndarray:
     if isinstance(value, np.ndarray) and value.dtype == object:
         value = [np.asarray(v, np.float32) for v in value]
@@ -114,12 +116,11 @@ def _float_array(value: Any, field: str, ndim: int) -> np.ndarray:
     return arr
 
 
-def row_to_sample(row: Mapping[str, Any], image_size: int | tuple[int, int] | None = None) -> dict:
-    """A chunked row (PREPARED_SCHEMA; python lists or numpy values) -> the model sample dict:
+def row_to_sample(row: Mapping[str, Any], image_size: int | tuple[int, int] | None = None) -> Sample:
+    """A chunked row (PREPARED_SCHEMA; python lists or numpy values) -> a `Sample`, images decoded.
 
-    ``{"embodiment", "images": {view: uint8 [H, W, 3]}, "state": float32 [S], "actions": float32 [chunk, A],
-    "action_mask": bool [chunk], "task", "cot", "kind", "conversation": list[{"role", "content"}] | None}``.
-    VQA rows have empty state [0], actions [0, 0] and mask [0]. `image_size` resizes every view."""
+    VQA rows have empty state [0], actions [0, 0] and mask [0]. `image_size` resizes every view.
+    Errors name the field (the Sample checks kind, conversation turns and chunk/mask agreement)."""
     for field in (K.DATASET, K.IMAGE_VIEWS, K.IMAGES, K.STATE, K.KIND, K.TASK):
         if field not in row:
             raise KeyError(f"row lacks field {field!r}")
@@ -134,42 +135,26 @@ def row_to_sample(row: Mapping[str, Any], image_size: int | tuple[int, int] | No
                                            f"{row[K.DATASET]}/{row.get(K.EPISODE_ID)}")
     if image_size is not None:
         decoded = resize_views(decoded, image_size)
-    kind = row[K.KIND]
-    if kind not in (K.KIND_ROBOT, K.KIND_VQA):
-        raise ValueError(f"row field {K.KIND!r} must be {K.KIND_ROBOT!r} or {K.KIND_VQA!r}, got {kind!r}")
     conversation = row.get(K.CONVERSATION)
     if conversation is not None:
         try:
             conversation = json.loads(conversation)
         except json.JSONDecodeError as e:
             raise ValueError(f"row field {K.CONVERSATION!r} is not JSON: {e}") from e
-        if not isinstance(conversation, list) or not all(isinstance(t, dict) and {"role", "content"} <= t.keys()
-                                                         for t in conversation):
-            raise ValueError(f"row field {K.CONVERSATION!r} must be a list of {{'role', 'content'}} turns")
-    sample = {
-        "embodiment": row[K.DATASET],
-        "images": decoded,
-        "state": _float_array(row[K.STATE], K.STATE, 1),
-        "task": row[K.TASK],
-        "cot": row.get(K.COT),
-        "kind": kind,
-        "conversation": conversation,
-    }
+    kind = row[K.KIND]
     if kind == K.KIND_ROBOT:
         if K.ACTIONS not in row or K.ACTION_MASK not in row:
             raise KeyError(f"robot row lacks {K.ACTIONS!r}/{K.ACTION_MASK!r}: chunk the dataset first (add_chunks)")
-        actions = _float_array(row[K.ACTIONS], K.ACTIONS, 2)
-        mask = np.asarray(row[K.ACTION_MASK], bool)
-        if mask.shape != actions.shape[:1]:
-            raise ValueError(f"row fields {K.ACTIONS!r} {actions.shape} and {K.ACTION_MASK!r} {mask.shape} disagree")
+        actions, mask = _float_array(row[K.ACTIONS], K.ACTIONS, 2), np.asarray(row[K.ACTION_MASK], bool)
     else:
         actions, mask = np.zeros((0, 0), np.float32), np.zeros(0, bool)
-    sample["actions"], sample["action_mask"] = actions, mask
-    return sample
+    return Sample(embodiment=row[K.DATASET], images=decoded, state=_float_array(row[K.STATE], K.STATE, 1),
+                  task=row[K.TASK], actions=actions, action_mask=mask, cot=row.get(K.COT), kind=kind,
+                  conversation=conversation)
 
 
-def batch_to_samples(batch: pa.Table | Mapping[str, Sequence], image_size=None) -> list[dict]:
-    """All rows of a pyarrow batch (or a dict of columns, e.g. Ray's numpy batch format) as model samples."""
+def batch_to_samples(batch: pa.Table | Mapping[str, Sequence], image_size=None) -> list[Sample]:
+    """All rows of a pyarrow batch (or a dict of columns, e.g. Ray's numpy batch format) as `Sample`s."""
     if isinstance(batch, pa.Table):
         return [row_to_sample(r, image_size) for r in batch.to_pylist()]
     n = len(next(iter(batch.values())))
@@ -184,13 +169,13 @@ def tensor_batch(table: pa.Table, image_size: int | tuple[int, int], views: Sequ
     imgs, states, actions, masks = [], [], [], []
     for r in rows:
         s = row_to_sample(r, image_size)
-        missing = [v for v in views if v not in s["images"]]
+        missing = [v for v in views if v not in s.images]
         if missing:
             raise KeyError(f"row {r[K.DATASET]}/{r[K.EPISODE_ID]} lacks view(s) {missing}")
-        imgs.append(np.stack([s["images"][v] for v in views]))
-        states.append(s["state"])
-        actions.append(s["actions"])
-        masks.append(s["action_mask"])
+        imgs.append(np.stack([s.images[v] for v in views]))
+        states.append(s.state)
+        actions.append(s.actions)
+        masks.append(s.action_mask)
     return {"images": np.stack(imgs), "state": np.stack(states),
             "actions": np.stack(actions), "action_mask": np.stack(masks)}
 

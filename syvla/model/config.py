@@ -137,7 +137,7 @@ class FlowConfig:
 class DecouplingConfig:
     """Intention Decoupling (§3.2)."""
 
-    enabled: bool = True
+    enabled: bool = True  # the one switch, read by training and RL losses; False = the ablation
     tau: float = 0.05  # quantile of per-state gradient L2 norms below which states are zeroed
     # Pass 1 only ranks gradient norms; "bfloat16" runs it under autocast (what GPU training uses
     # anyway). The default is the exact fp32 probe: on CPU, bf16 autocast was not reliably faster

@@ -66,6 +66,43 @@ def loss(v_pred, u, step_mask=None, dim_mask=None, sample_weight: torch.Tensor |
     return (per * w).sum() / w.sum().clamp_min(1.0)
 
 
+def cfm_losses(velocity_fn: VelocityFn, actions: torch.Tensor, step_mask: torch.Tensor | None,
+               dim_mask: torch.Tensor | None, tau: torch.Tensor, eps: torch.Tensor,
+               fold_mc: bool = False) -> torch.Tensor:
+    """Per-pair CFM losses l[b, i] of each chunk under `velocity_fn`: [B, N] float32.
+
+    velocity_fn(x_t [B', T, A], t [B']) -> v [B', T, A], conditioned on the
+        observation batch (the policy's expert head with its observation prefix).
+    actions [B, T, A] (normalized, padded to the widest embodiment);
+    step_mask [B, T] (False past an episode's end) and dim_mask [B, A] (False on
+        padded action dims), either may be None; tau [B, N]; eps [B, N, T, A].
+
+    fold_mc=False calls velocity_fn N times with B' = B. fold_mc=True calls it
+    once with B' = B*N in sample-major order (row b*N + i is sample b, pair i),
+    so its conditioning must be repeated with `repeat_interleave(N, dim=0)`.
+    """
+    b, t_len, a_dim = actions.shape
+    if tau.dim() != 2 or tau.shape[0] != b:
+        raise ValueError(f"tau must be [B={b}, N], got {tuple(tau.shape)}")
+    n = tau.shape[1]
+    if tuple(eps.shape) != (b, n, t_len, a_dim):
+        raise ValueError(f"eps must be [B, N, T, A] = {(b, n, t_len, a_dim)}, got {tuple(eps.shape)}")
+    if fold_mc:
+        a = actions.repeat_interleave(n, dim=0)
+        e = eps.reshape(b * n, t_len, a_dim)
+        tt = tau.reshape(b * n)
+        sm = None if step_mask is None else step_mask.repeat_interleave(n, dim=0)
+        dm = None if dim_mask is None else dim_mask.repeat_interleave(n, dim=0)
+        v = velocity_fn(interpolate(a, e, tt), tt)
+        return per_sample_loss(v, target_velocity(a, e), sm, dm).view(b, n)
+    out = []
+    for i in range(n):
+        e, tt = eps[:, i], tau[:, i]
+        v = velocity_fn(interpolate(actions, e, tt), tt)
+        out.append(per_sample_loss(v, target_velocity(actions, e), step_mask, dim_mask))
+    return torch.stack(out, dim=1)
+
+
 @torch.no_grad()
 def sample(velocity: VelocityFn, noise: torch.Tensor, num_steps: int) -> torch.Tensor:
     """Euler ODE integration from t = 1 (noise [B, T, A]) to t = 0: returns actions [B, T, A]."""

@@ -1,33 +1,29 @@
 """Policy: the inference core (no Ray) that serving, evaluation and RL rollouts wrap.
 
-An observation is a dict:
+An observation is a `syvla.model.sample.Observation` or its wire-shaped dict:
     {"embodiment": str, "images": {camera: uint8 [H, W, 3]}, "state": float32 [state_dim],
-     "instruction": str, "think": bool (optional), "seed": int | None (optional)}
+     "instruction": str, "think": bool (optional), "seed": int | None (optional), "cot": str (optional)}
 `infer` returns {"actions": float32 [chunk, action_dim] in the robot's own units,
 "policy_version": int, "cot": str | None}.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
-from syvla import constants as K
 from syvla.model.checkpoint import load_checkpoint, save_checkpoint
 from syvla.model.config import EmbodimentConfig, SyVLAConfig, debug_config
 from syvla.model.processing import build_batch
+from syvla.model.sample import Observation, ObservationError
 from syvla.normalize import DatasetStats, FeatureStats, NormStats
 
 
-class ObservationError(ValueError):
-    """An observation is malformed; the message names the field."""
-
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Loaded:
     model: torch.nn.Module
     norm_stats: NormStats
@@ -65,64 +61,53 @@ class Policy:
         }
 
     # ---- inference ----------------------------------------------------------------
-    def validate(self, obs: dict) -> dict:
-        """Check an observation against the model; return the model sample dict. Raises ObservationError."""
-        cfg = self.config
-        if not isinstance(obs, dict):
-            raise ObservationError("observation must be an object")
-        name = obs.get("embodiment")
+    def validate(self, obs: Observation | Mapping) -> Observation:
+        """Check an observation (an `Observation` or its wire-shaped dict) against the model; return it
+        with only the embodiment's cameras (`.to_sample()` gives the model sample). Raises ObservationError."""
+        obs = Observation.from_dict(obs)
         try:
-            emb = cfg.embodiment(name)
+            emb = self.config.embodiment(obs.embodiment)
         except KeyError as e:
             raise ObservationError(f"embodiment: {e.args[0]}") from None
-        images = obs.get("images")
-        if not isinstance(images, dict):
-            raise ObservationError("images: must map camera name -> uint8 [H, W, 3]")
         for cam in emb.cameras:
-            if cam not in images:
+            if cam not in obs.images:
                 raise ObservationError(f"images.{cam}: missing camera for embodiment {emb.name!r}")
-            img = np.asarray(images[cam])
+            img = np.asarray(obs.images[cam])
             if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3 or min(img.shape[:2]) < 1:
                 raise ObservationError(f"images.{cam}: expected uint8 [H, W, 3], got {img.dtype} {list(img.shape)}")
-        state = np.asarray(obs.get("state", []), dtype=np.float32)
-        if state.shape != (emb.state_dim,):
-            raise ObservationError(f"state: expected shape [{emb.state_dim}], got {list(state.shape)}")
-        if not np.all(np.isfinite(state)):
-            raise ObservationError("state: contains NaN or inf")
-        instruction = obs.get("instruction")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise ObservationError("instruction: must be a non-empty string")
-        return {"embodiment": emb.name, "images": {c: np.asarray(images[c]) for c in emb.cameras}, K.STATE: state,
-                K.TASK: instruction, K.COT: None, K.KIND: K.KIND_ROBOT}
+        if obs.state.shape != (emb.state_dim,):
+            raise ObservationError(f"state: expected shape [{emb.state_dim}], got {list(obs.state.shape)}")
+        return dataclasses.replace(obs, embodiment=emb.name, images={c: obs.images[c] for c in emb.cameras})
 
-    def infer(self, obs: dict) -> dict:
+    def infer(self, obs: Observation | Mapping) -> dict:
         return self.infer_batch([obs])[0]
 
     @torch.no_grad()
-    def infer_batch(self, observations: list[dict]) -> list[dict]:
+    def infer_batch(self, observations: list[Observation | Mapping]) -> list[dict]:
         """One forward for many robots; each result carries the version that produced it."""
         loaded = self._loaded  # one consistent (weights, stats, version) for the whole batch
         model, cfg = loaded.model, loaded.model.cfg
-        samples = [self.validate(o) for o in observations]
+        observations = [self.validate(o) for o in observations]
+        samples = [o.to_sample() for o in observations]
         cots = None
-        thinking = [bool(o.get("think", False)) for o in observations]
+        thinking = [o.think for o in observations]
         if any(thinking):
             batch = build_batch(samples, model.processor, cfg, loaded.norm_stats, training=False)
             generated = model.generate_cot(batch.to(self.device))
-            cots = [c if t else None for c, t in zip(generated, thinking)]
+            cots = [c if t else o.cot for c, t, o in zip(generated, thinking, observations)]
         batch = build_batch(samples, model.processor, cfg, loaded.norm_stats, training=False, cots=cots).to(self.device)
-        noise = torch.stack([self._noise(o.get("seed"), cfg) for o in observations])
+        noise = torch.stack([self._noise(o.seed, cfg) for o in observations])
         actions = model.sample_actions(batch, noise=noise).float().cpu().numpy()
         out = []
         for i, s in enumerate(samples):
-            emb = cfg.embodiment(s["embodiment"])
+            emb = cfg.embodiment(s.embodiment)
             a = loaded.norm_stats[emb.name].action.unnormalize(actions[i, :, : emb.action_dim])
-            out.append({"actions": a, "policy_version": loaded.version, "cot": cots[i] if cots else None})
+            out.append({"actions": a, "policy_version": loaded.version, "cot": cots[i] if thinking[i] else None})
         return out
 
     @staticmethod
-    def _noise(seed, cfg: SyVLAConfig) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    def _noise(seed: int | None, cfg: SyVLAConfig) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
         return torch.randn(cfg.expert.chunk_len, cfg.max_action_dim, generator=gen)
 
 

@@ -1,4 +1,4 @@
-"""The one batch builder: model samples (docs/architecture.md) -> tensors.
+"""The one batch builder: `Sample`s (syvla/model/sample.py) -> tensors.
 
 Training, serving and RL all call `build_batch`, so normalization, prompt
 format and image preprocessing exist once.
@@ -22,6 +22,7 @@ from PIL import Image
 from syvla import constants as K
 from syvla.model import vlm as V
 from syvla.model.config import SyVLAConfig
+from syvla.model.sample import Sample
 from syvla.normalize import NormStats
 
 IGNORE = -100
@@ -39,11 +40,11 @@ def user_turn(text: str, with_image: bool = True) -> str:
     return f"{V.IM_START}user\n{image}{text}{V.IM_END}\n"
 
 
-def robot_prompt(task: str, cot: str | None, num_queries: int, cot_closed: bool = True) -> str:
+def robot_prompt(task: str, cot: str | None, num_queries: int) -> str:
     """Text for a robot sample: user turn, assistant header, optional CoT, query slots."""
     text = user_turn(task) + f"{V.IM_START}assistant\n"
     if cot is not None:
-        text += cot + (V.IM_END if cot_closed else "")
+        text += cot + V.IM_END
     return text + V.QUERY_TOKEN * num_queries
 
 
@@ -60,17 +61,16 @@ def vqa_text(conversation: list[dict]) -> tuple[str, int]:
     return text, n_images
 
 
-def with_image_placeholders(sample: dict) -> dict:
+def with_image_placeholders(sample: Sample) -> Sample:
     """VQA samples whose conversation carries no "<image>" placeholder (the LLaVA reader strips them)
     get one per image at the start of the first user turn, LLaVA's own convention."""
-    conv = sample.get(K.CONVERSATION)
-    n = len(sample.get(K.IMAGES) or {})
-    if sample.get(K.KIND) != K.KIND_VQA or not conv or not n or any("<image>" in t["content"] for t in conv):
+    conv, n = sample.conversation, len(sample.images)
+    if sample.kind != K.KIND_VQA or not conv or not n or any("<image>" in t["content"] for t in conv):
         return sample
     first = next((i for i, t in enumerate(conv) if t["role"] == "user"), 0)
     conv = [dict(t) for t in conv]
     conv[first]["content"] = "<image>\n" * n + conv[first]["content"]
-    return {**sample, K.CONVERSATION: conv}
+    return dataclasses.replace(sample, conversation=conv)
 
 
 def assistant_labels(input_ids: torch.Tensor, tokenizer) -> torch.Tensor:
@@ -130,42 +130,37 @@ class Batch:
         return int(self.robot_rows.numel())
 
 
-def build_batch(samples: list[dict], processor, cfg: SyVLAConfig, norm_stats: NormStats, *,
+def build_batch(samples: list[Sample], processor, cfg: SyVLAConfig, norm_stats: NormStats, *,
                 training: bool = True, cots: list[str | None] | None = None) -> Batch:
-    """samples: model sample dicts (docs/architecture.md). With training=False, actions are not required.
+    """samples: `Sample`s (robot and VQA mixed). With training=False, actions are not required.
 
-    cots overrides each robot sample's chain of thought (inference: generated text, left open-ended
-    when `cot_closed` is false is not needed here because generation stops at <|im_end|>).
+    cots overrides each robot sample's chain of thought (inference: the text `generate_cot` produced,
+    which stops at <|im_end|>, so the prompt closes it as usual).
     """
     if not samples:
         raise ValueError("build_batch needs at least one sample")
     texts, vlm_images, robot = [], [], []
     for i, s in enumerate(samples):
-        kind = s.get(K.KIND, K.KIND_ROBOT)
-        if kind == K.KIND_VQA:
+        if not isinstance(s, Sample):
+            raise TypeError(f"sample {i}: build_batch takes syvla.model.sample.Sample, got {type(s).__name__}")
+        if s.kind == K.KIND_VQA:
             s = with_image_placeholders(s)
-            conv = s.get(K.CONVERSATION)
-            if not conv:
+            if not s.conversation:
                 raise ValueError(f"sample {i}: VQA sample needs a non-empty 'conversation'")
-            text, n_img = vqa_text(conv)
-            imgs = list(s.get(K.IMAGES, {}).values()) if isinstance(s.get(K.IMAGES), dict) else list(s.get(K.IMAGES) or [])
+            text, n_img = vqa_text(s.conversation)
+            imgs = list(s.images.values())
             if n_img != len(imgs):
                 raise ValueError(f"sample {i}: conversation has {n_img} <image> placeholders but {len(imgs)} images")
             texts.append(text)
-            vlm_images += [resize(_rgb(img, f"sample {i} image"), cfg.vlm.image_size) for img in imgs]
+            vlm_images += [resize(img, cfg.vlm.image_size) for img in imgs]
             continue
-        if kind != K.KIND_ROBOT:
-            raise ValueError(f"sample {i}: kind must be {K.KIND_ROBOT!r} or {K.KIND_VQA!r}, got {kind!r}")
-        emb = cfg.embodiment(s["embodiment"])
-        images = s.get("images")
-        if not isinstance(images, dict):
-            raise ValueError(f"sample {i}: 'images' must map camera name -> uint8 [H, W, 3]")
-        missing = [c for c in emb.cameras if c not in images]
+        emb = cfg.embodiment(s.embodiment)
+        missing = [c for c in emb.cameras if c not in s.images]
         if missing:
             raise ValueError(f"sample {i}: missing camera(s) {missing} for embodiment {emb.name!r}")
-        cot = cots[i] if cots is not None else s.get(K.COT)
-        texts.append(robot_prompt(_truncate(s[K.TASK], cfg, processor), cot, cfg.num_query_tokens))
-        vlm_images.append(resize(_rgb(images[emb.prompt_camera], f"sample {i} camera {emb.prompt_camera}"), cfg.vlm.image_size))
+        cot = cots[i] if cots is not None else s.cot
+        texts.append(robot_prompt(_truncate(s.task, cfg, processor), cot, cfg.num_query_tokens))
+        vlm_images.append(resize(s.images[emb.prompt_camera], cfg.vlm.image_size))
         robot.append(i)
 
     enc = processor(text=texts, images=vlm_images or None, padding=True, return_tensors="pt")
@@ -186,14 +181,7 @@ def _truncate(task: str, cfg: SyVLAConfig, processor) -> str:
     return processor.tokenizer.decode(ids[: cfg.max_prompt_tokens])
 
 
-def _rgb(image, where: str) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[-1] != 3:
-        raise ValueError(f"{where}: expected uint8 [H, W, 3], got {arr.dtype} {list(arr.shape)}")
-    return arr
-
-
-def _expert_tensors(samples: list[dict], cfg: SyVLAConfig, norm_stats: NormStats, training: bool) -> dict:
+def _expert_tensors(samples: list[Sample], cfg: SyVLAConfig, norm_stats: NormStats, training: bool) -> dict:
     b, size = len(samples), cfg.expert.vision.image_size
     nv, t = cfg.max_cameras, cfg.expert.chunk_len
     images = torch.zeros(b, nv, 3, size, size)
@@ -204,14 +192,14 @@ def _expert_tensors(samples: list[dict], cfg: SyVLAConfig, norm_stats: NormStats
     actions = torch.zeros(b, t, cfg.max_action_dim) if training else None
     action_mask = torch.zeros(b, t, dtype=torch.bool) if training else None
     for r, s in enumerate(samples):
-        emb = cfg.embodiment(s["embodiment"])
+        emb = cfg.embodiment(s.embodiment)
         stats = norm_stats[emb.name]
         emb_ids[r] = cfg.embodiment_index(emb.name)
         for v, cam in enumerate(emb.cameras):
-            img = resize(_rgb(s["images"][cam], f"camera {cam}"), size)
+            img = resize(s.images[cam], size)
             images[r, v] = torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0
             view_mask[r, v] = True
-        st = np.asarray(s[K.STATE], dtype=np.float32)
+        st = s.state
         if st.shape != (emb.state_dim,):
             raise ValueError(f"state of embodiment {emb.name!r} must have shape [{emb.state_dim}], got {list(st.shape)}")
         if not np.all(np.isfinite(st)):
@@ -219,11 +207,13 @@ def _expert_tensors(samples: list[dict], cfg: SyVLAConfig, norm_stats: NormStats
         state[r, : emb.state_dim] = torch.from_numpy(stats.state.normalize(st))
         dim_mask[r, : emb.action_dim] = True
         if training:
-            a = np.asarray(s[K.ACTIONS], dtype=np.float32)
-            if a.ndim != 2 or a.shape[1] != emb.action_dim or a.shape[0] > t:
+            a = s.actions
+            if a is None:
+                raise ValueError(f"sample of embodiment {emb.name!r} has no actions (training batches need them)")
+            if a.shape[1] != emb.action_dim or a.shape[0] > t:
                 raise ValueError(f"actions of embodiment {emb.name!r} must be [<= {t}, {emb.action_dim}], got {list(a.shape)}")
             actions[r, : a.shape[0], : emb.action_dim] = torch.from_numpy(stats.action.normalize(a))
-            m = np.asarray(s.get(K.ACTION_MASK, np.ones(a.shape[0], bool)), dtype=bool)
+            m = s.action_mask if s.action_mask is not None else np.ones(a.shape[0], bool)
             action_mask[r, : m.shape[0]] = torch.from_numpy(m)
     return dict(embodiment_ids=emb_ids, images=images, view_mask=view_mask, state=state,
                 actions=actions, action_mask=action_mask, dim_mask=dim_mask)

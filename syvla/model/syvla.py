@@ -78,36 +78,56 @@ class SyVLA(nn.Module):
         prefix, mask = self.expert.encode_context(batch.images, batch.view_mask, batch.state, batch.embodiment_ids)
         return ExpertContext(prefix, mask, batch.embodiment_ids, self.adapter(states))
 
+    def per_sample_flow_losses(self, batch: Batch, tau: torch.Tensor, eps: torch.Tensor,
+                               keep: torch.Tensor | None = None, decoupling: bool | None = None,
+                               hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """CFM losses l[b, i] of each robot sample on its (time, noise) pairs: ([B_r, N] fp32, keep [B_r, n] or None).
+
+        tau [B_r, N] flow times and eps [B_r, N, T, max_action_dim] noises (`flow.cfm_losses`; one pair
+        per sample in training, the stored FPO pairs in RL). The expert runs once on all B_r * N rows.
+        Intention Decoupling (§3.2): with `keep` given, the Feature Query States are multiplied by that
+        stored mask; otherwise, when on (`decoupling`, default cfg.decoupling.enabled, and tau > 0), pass 1
+        finds it from the gradient of the mean loss w.r.t. H only, and it is returned. keep is None when
+        no mask was applied. `hidden`: VLM hidden states [B, L, d] of this batch if already computed.
+        Gradients reach the weights as the caller's grad mode says.
+        """
+        if hidden is None:
+            hidden = self.vlm_hidden(batch.vlm, batch.query_mask)
+        states = self.query_tokens.gather(hidden, batch.query_mask, self.cfg.num_query_tokens)  # H [B_r, n, d]
+        prefix, prefix_mask = self.expert.encode_context(batch.images, batch.view_mask, batch.state, batch.embodiment_ids)
+        n_mc = tau.shape[1]
+        rep = (lambda x: x.repeat_interleave(n_mc, dim=0))  # row b*N + i is sample b, pair i
+        mask_r, emb_r = rep(prefix_mask), rep(batch.embodiment_ids)
+
+        def losses(h, prefix=prefix):
+            prefix_r, cond_r = rep(prefix), rep(self.adapter(h))
+            velocity = (lambda x_t, t: self.expert.velocity(prefix_r, mask_r, emb_r, x_t, t, cond_r))
+            return flow.cfm_losses(velocity, batch.actions, batch.action_mask, batch.dim_mask, tau, eps, fold_mc=True)
+
+        dc = self.cfg.decoupling
+        if keep is not None:
+            states = states * keep.to(states.device).unsqueeze(-1).to(states.dtype)
+        elif (dc.enabled if decoupling is None else decoupling) and dc.tau > 0:
+            # §3.2 pass 1 on detached inputs: gradients w.r.t. H only, no parameter grads, no VLM rerun.
+            states, keep = decoupled_states(states, lambda h: losses(h, prefix.detach()).mean(), dc.tau,
+                                            getattr(torch, dc.probe_dtype))
+        return losses(states), keep  # §3.2 pass 2: the losses that are optimized, on the masked H
+
     def forward(self, batch: Batch, generator: torch.Generator | None = None,
                 decoupling: bool | None = None) -> StepOutput:
-        """Training losses for one batch (robot and VQA samples mixed)."""
+        """Training losses for one batch (robot and VQA samples mixed): one flow time and noise per robot
+        sample; `decoupling` None follows cfg.decoupling.enabled (False/True: ablation and tests)."""
         hidden = self.vlm_hidden(batch.vlm, batch.query_mask)
         lm_loss = self.lm_loss(hidden, batch.lm_labels)
         if batch.num_robot == 0:
             zero = hidden.new_zeros(())
             return StepOutput(self.cfg.lm_loss_weight * lm_loss, zero, lm_loss, 0.0)
-        states = self.query_tokens.gather(hidden, batch.query_mask, self.cfg.num_query_tokens)  # H [B_r, n, d]
-
-        b, dev = batch.num_robot, hidden.device
-        t = flow.sample_time(b, self.cfg.flow, generator, dev)
-        noise = torch.randn(batch.actions.shape, generator=generator).to(dev, batch.actions.dtype)
-        x_t = flow.interpolate(batch.actions, noise, t)
-        u = flow.target_velocity(batch.actions, noise)
-        prefix, prefix_mask = self.expert.encode_context(batch.images, batch.view_mask, batch.state, batch.embodiment_ids)
-
-        def action_loss(h, prefix=prefix):
-            v = self.expert.velocity(prefix, prefix_mask, batch.embodiment_ids, x_t, t, self.adapter(h))
-            return flow.loss(v, u, batch.action_mask, batch.dim_mask)
-
-        use = self.cfg.decoupling.enabled if decoupling is None else decoupling
-        masked_fraction = 0.0
-        if use and self.cfg.decoupling.tau > 0:
-            # §3.2 pass 1 on detached inputs: gradients w.r.t. H only, no parameter grads, no VLM rerun.
-            states, keep = decoupled_states(
-                states, lambda h: action_loss(h, prefix.detach()), self.cfg.decoupling.tau,
-                getattr(torch, self.cfg.decoupling.probe_dtype))
-            masked_fraction = (keep.numel() - keep.sum().item()) / keep.numel()
-        a_loss = action_loss(states)  # §3.2 pass 2: the loss that is optimized, on the masked H
+        t = flow.sample_time(batch.num_robot, self.cfg.flow, generator, hidden.device)
+        noise = torch.randn(batch.actions.shape, generator=generator).to(hidden.device, batch.actions.dtype)
+        losses, keep = self.per_sample_flow_losses(batch, t[:, None], noise[:, None], decoupling=decoupling,
+                                                   hidden=hidden)
+        a_loss = losses.mean()
+        masked_fraction = 0.0 if keep is None else (keep.numel() - keep.sum().item()) / keep.numel()
         return StepOutput(a_loss + self.cfg.lm_loss_weight * lm_loss, a_loss, lm_loss, masked_fraction)
 
     # ---- Inference ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from syvla.model.config import SyVLAConfig
+from syvla.model.sample import Sample
 from syvla.rl.advantages import AdvantageConfig, batch_advantages, trajectory_advantages
 from syvla.rl.config import RLConfig
 from syvla.rl.fpo import draw_mc_pairs
@@ -45,7 +46,7 @@ def rollout_advantages(steps: RolloutSteps, values, cfg: AdvantageConfig) -> tup
 class PolicyBatch:
     """What the PPO learners train on. Rows: rollout steps first, then expert frames."""
 
-    samples: list[dict]  # model sample dicts (raw units; build_batch normalizes)
+    samples: list[Sample]  # raw units; build_batch normalizes
     advantages: np.ndarray  # [B] float32, final (no renormalization)
     is_expert: np.ndarray  # [B] bool
     behaviour_version: np.ndarray  # [B] int64: weights that l_old is computed with
@@ -75,7 +76,7 @@ class PolicyBatch:
                 "adv_expert_mean": float(self.advantages[ex].mean()) if ex.any() else float("nan")}
 
 
-def merge_batch(steps: RolloutSteps, rollout_adv, expert_samples: Sequence[dict], expert_gae, current_version: int,
+def merge_batch(steps: RolloutSteps, rollout_adv, expert_samples: Sequence[Sample], expert_gae, current_version: int,
                 cfg: RLConfig, policy_cfg: SyVLAConfig, generator: torch.Generator | None = None) -> PolicyBatch:
     """Rollout steps + expert frames -> one PolicyBatch.
 

@@ -13,7 +13,8 @@ Ablation switches (Table 3):
     use_expert_data=False       "w/o Expert Dataset": rollouts only
     retrieval.mode="random"     "w/o Similar Sample": uniformly random expert frames
     advantage.expert_gae=True   "w/ standard Advantage": GAE on the expert frames too
-    decoupling=False            "w/o Intention Decoupling" in the RL losses
+    ablate_decoupling=True      "w/o Intention Decoupling" in the RL losses (the learners switch the
+                                loaded policy's model.decoupling.enabled off; that is the one switch)
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class RLConfig:
     fpo: FPOConfig = field(default_factory=FPOConfig, help="FPO-style PPO ratio and clipping (--fpo.*)")
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig, help="GAE, its clip and the expert advantage "
                                                                              "(--advantage.*)")
-    decoupling: bool = field(True, "Intention Decoupling (§3.2) in the RL losses; False = ablation "
-                                    "'w/o Intention Decoupling'")
+    ablate_decoupling: bool = field(False, "ablation 'w/o Intention Decoupling': the learners turn the policy's "
+                                           "model.decoupling.enabled off (§3.2 is on as the checkpoint says otherwise)")
     keep_versions: int = field(2, "policy versions whose weights the learners keep for l_old (current + older)")
     num_learners: int = field(1, "PPO learner actors; gradients are all-reduced (gloo on CPU, NCCL on GPU)")
     # ---- Similar-Sample Guidance (§3.3) -----------------------------------------------------------
@@ -115,7 +116,7 @@ class RLConfig:
             off.append("w/o Similar Sample")
         if self.use_expert_data and self.advantage.expert_gae:
             off.append("w/ standard Advantage")
-        if not self.decoupling:
+        if self.ablate_decoupling:
             off.append("w/o Intention Decoupling")
         return ", ".join(off) or "all"
 

@@ -16,8 +16,9 @@ With A = 1.0 on expert samples, descending L lowers the expert chunk's CFM
 loss, i.e. raises its likelihood bound: the paper's "maximizing expert action
 likelihood", held inside the PPO trust region by the clip.
 
-The time convention and the CFM maths come from `syvla.model.flow` (t = 1 is
-noise); nothing here restates them.
+The time convention and the CFM maths, including the per-pair losses
+`flow.cfm_losses` that `SyVLA.per_sample_flow_losses` evaluates, come from
+`syvla.model.flow` (t = 1 is noise); nothing here restates them.
 """
 
 from __future__ import annotations
@@ -63,43 +64,6 @@ def draw_mc_pairs(batch: int, n_mc: int, chunk_len: int, action_dim: int, flow_c
     tau = flow.sample_time(batch * n_mc, flow_cfg, generator=generator).view(batch, n_mc)
     eps = torch.randn(batch, n_mc, chunk_len, action_dim, generator=generator, dtype=torch.float32)
     return tau.to(device), eps.to(device)
-
-
-def cfm_losses(velocity_fn: flow.VelocityFn, actions: torch.Tensor, step_mask: torch.Tensor | None,
-               dim_mask: torch.Tensor | None, tau: torch.Tensor, eps: torch.Tensor,
-               fold_mc: bool = False) -> torch.Tensor:
-    """Per-pair CFM losses l[b, i] of each chunk under `velocity_fn`: [B, N] float32.
-
-    velocity_fn(x_t [B', T, A], t [B']) -> v [B', T, A], conditioned on the
-        observation batch (the policy's expert head with its observation prefix).
-    actions [B, T, A] (normalized, padded to the widest embodiment);
-    step_mask [B, T] (False past an episode's end) and dim_mask [B, A] (False on
-        padded action dims), either may be None; tau [B, N]; eps [B, N, T, A].
-
-    fold_mc=False calls velocity_fn N times with B' = B. fold_mc=True calls it
-    once with B' = B*N in sample-major order (row b*N + i is sample b, pair i),
-    so its conditioning must be repeated with `repeat_interleave(N, dim=0)`.
-    """
-    b, t_len, a_dim = actions.shape
-    if tau.dim() != 2 or tau.shape[0] != b:
-        raise ValueError(f"tau must be [B={b}, N], got {tuple(tau.shape)}")
-    n = tau.shape[1]
-    if tuple(eps.shape) != (b, n, t_len, a_dim):
-        raise ValueError(f"eps must be [B, N, T, A] = {(b, n, t_len, a_dim)}, got {tuple(eps.shape)}")
-    if fold_mc:
-        a = actions.repeat_interleave(n, dim=0)
-        e = eps.reshape(b * n, t_len, a_dim)
-        tt = tau.reshape(b * n)
-        sm = None if step_mask is None else step_mask.repeat_interleave(n, dim=0)
-        dm = None if dim_mask is None else dim_mask.repeat_interleave(n, dim=0)
-        v = velocity_fn(flow.interpolate(a, e, tt), tt)
-        return flow.per_sample_loss(v, flow.target_velocity(a, e), sm, dm).view(b, n)
-    out = []
-    for i in range(n):
-        e, tt = eps[:, i], tau[:, i]
-        v = velocity_fn(flow.interpolate(actions, e, tt), tt)
-        out.append(flow.per_sample_loss(v, flow.target_velocity(actions, e), step_mask, dim_mask))
-    return torch.stack(out, dim=1)
 
 
 def fpo_ratio(l_new: torch.Tensor, l_old: torch.Tensor, log_ratio_clip: float = 3.0) -> torch.Tensor:

@@ -3,7 +3,7 @@
     experts = ExpertSet.load("data/metaworld", chunk_len=50, tasks=("reach-v3",))
     retriever = SampleRetriever(experts, ClipImageEncoder.from_preset("debug"), RetrievalConfig(k=4))
     found = retriever.retrieve(rollout_samples)            # rows [Q, k], scores [Q, k]
-    batch_rows = retriever.samples(found.rows.reshape(-1))  # model sample dicts, advantage 1.0 later
+    batch_rows = retriever.samples(found.rows.reshape(-1))  # model Samples, advantage 1.0 later
 
 `ExpertSet` holds the demonstrations as chunked frames (the same chunks
 fine-tuning trained on, `syvla.data.chunking.add_chunks`), with the episode
@@ -29,6 +29,7 @@ from syvla import constants as K
 from syvla.data import images as img
 from syvla.data.chunking import add_chunks, row_to_sample
 from syvla.data.columns import combine, episode_bounds
+from syvla.model.sample import Sample
 from syvla.rl.advantages import monte_carlo_returns
 from syvla.rl.retrieval import ClipImageEncoder, ExpertIndex, RetrievalConfig, images_from_uint8, retrieve
 from syvla.sim.metaworld import task_texts
@@ -125,11 +126,11 @@ class ExpertSet:
     def episode_success(self, row: int) -> bool:
         return bool(self.success[int(self._episode_of[row])])
 
-    def sample(self, row: int) -> dict:
-        """The model sample dict of frame `row` (raw units; build_batch normalizes)."""
+    def sample(self, row: int) -> Sample:
+        """The model sample of frame `row` (raw units; build_batch normalizes)."""
         return row_to_sample(self.table.slice(int(row), 1).to_pylist()[0])
 
-    def samples(self, rows: Sequence[int]) -> list[dict]:
+    def samples(self, rows: Sequence[int]) -> list[Sample]:
         return [self.sample(r) for r in rows]
 
     def views(self, rows: Sequence[int], cameras: Sequence[str], size: int) -> np.ndarray:
@@ -220,24 +221,24 @@ class SampleRetriever:
     def _pixels(self, views: np.ndarray) -> torch.Tensor:
         return images_from_uint8(views).to(self._device)
 
-    def encode(self, samples: Sequence[dict], cameras: Sequence[str]) -> np.ndarray:
+    def encode(self, samples: Sequence[Sample], cameras: Sequence[str]) -> np.ndarray:
         """[Q, V, D] CLIP embeddings of the samples' camera images (`cameras` order)."""
         size = self.encoder.image_size[0]
         out = []
         for i in range(0, len(samples), self.batch_size):
             part = samples[i:i + self.batch_size]
-            views = np.stack([np.stack([img.resize(np.asarray(s[K.IMAGES][c]), size) for c in cameras]) for s in part])
+            views = np.stack([np.stack([img.resize(s.images[c], size) for c in cameras]) for s in part])
             out.append(self.encoder(self._pixels(views)).cpu().numpy())
         return np.concatenate(out)
 
-    def retrieve(self, samples: Sequence[dict]) -> Retrieved:
+    def retrieve(self, samples: Sequence[Sample]) -> Retrieved:
         """k expert rows per rollout sample: most similar (§3.3) or random (ablation), per embodiment."""
         k = self.cfg.k
         rows = np.zeros((len(samples), k), np.int64)
         scores = np.zeros((len(samples), k), np.float32)
         by_emb: dict[str, list[int]] = {}
         for i, s in enumerate(samples):
-            by_emb.setdefault(s["embodiment"], []).append(i)
+            by_emb.setdefault(s.embodiment, []).append(i)
         for emb, idx in by_emb.items():
             if emb not in self.indexes:
                 raise KeyError(f"no expert frames of embodiment {emb!r} to retrieve from (have {sorted(self.indexes)})")
@@ -248,5 +249,5 @@ class SampleRetriever:
             scores[idx] = s.cpu().numpy()
         return Retrieved(rows, scores)
 
-    def samples(self, rows: Sequence[int]) -> list[dict]:
+    def samples(self, rows: Sequence[int]) -> list[Sample]:
         return self.experts.samples(rows)

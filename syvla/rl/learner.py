@@ -14,8 +14,10 @@ the CFM losses are computed on the masked Feature Query States. The keep-mask is
 found once per sample with the behaviour weights (pass 1: gradient of the sample
 group's mean CFM loss w.r.t. H, states below the tau-quantile of the L2 norms
 zeroed) and stored with the (tau, eps) pairs, so l_old and l_new are the same
-function of the weights and the ratio is exactly 1 before the first step.
-`decoupling=False` is the ablation "w/o Intention Decoupling".
+function of the weights and the ratio is exactly 1 before the first step. Both are
+`SyVLA.per_sample_flow_losses`. Whether decoupling is on is the policy's model config
+(`decoupling.enabled`); `RLConfig.ablate_decoupling` turns it off for the ablation
+"w/o Intention Decoupling".
 
 The model runs in eval mode (no dropout) for the same reason. No Ray here:
 `syvla.rl.actors.PPOLearner` wraps `PolicyLearner`; the process group is plain
@@ -24,6 +26,7 @@ torch.distributed, initialized over TCP by `init_process_group`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from pathlib import Path
@@ -33,43 +36,12 @@ import torch
 import torch.distributed as dist
 
 from syvla.model.checkpoint import load_checkpoint, save_checkpoint
-from syvla.model.decoupling import decoupled_states
 from syvla.model.processing import Batch, build_batch
 from syvla.rl.batch import PolicyBatch
 from syvla.rl.config import RLConfig
-from syvla.rl.fpo import cfm_losses, fpo_loss
+from syvla.rl.fpo import fpo_loss
 
 _BUCKET_ELEMS = 1 << 23  # ~32 MB of fp32 gradients per all-reduce call
-
-
-def pair_losses(model, batch: Batch, tau: torch.Tensor, eps: torch.Tensor, keep: torch.Tensor | None = None,
-                decoupling_tau: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """CFM losses l[b, i] of each robot sample on its pairs: ([B, N] fp32, keep-mask [B, n] or None).
-
-    keep given: the Feature Query States are multiplied by it (a stored decoupling
-    mask). keep None and decoupling_tau > 0: the mask is found here (§3.2 pass 1,
-    gradients w.r.t. H only) and returned. Gradients flow to the weights as the
-    caller's grad mode says.
-    """
-    n = model.cfg.num_query_tokens
-    hidden = model.vlm_hidden(batch.vlm, batch.query_mask)
-    states = model.query_tokens.gather(hidden, batch.query_mask, n)  # H [B, n, d]
-    prefix, prefix_mask = model.expert.encode_context(batch.images, batch.view_mask, batch.state,
-                                                      batch.embodiment_ids)
-    n_mc = tau.shape[1]
-    rep = (lambda x: x.repeat_interleave(n_mc, dim=0))
-    mask_r, emb_r = rep(prefix_mask), rep(batch.embodiment_ids)
-
-    def losses(h, prefix=prefix):
-        prefix_r, cond_r = rep(prefix), rep(model.adapter(h))
-        velocity = (lambda x_t, t: model.expert.velocity(prefix_r, mask_r, emb_r, x_t, t, cond_r))
-        return cfm_losses(velocity, batch.actions, batch.action_mask, batch.dim_mask, tau, eps, fold_mc=True)
-
-    if keep is not None:
-        states = states * keep.to(states.device).unsqueeze(-1).to(states.dtype)
-    elif decoupling_tau > 0:
-        states, keep = decoupled_states(states, lambda h: losses(h, prefix.detach()).mean(), decoupling_tau)
-    return losses(states), keep
 
 
 class PolicyLearner:
@@ -82,6 +54,9 @@ class PolicyLearner:
         self.device = torch.device(cfg.device)
         self.model, self.norm_stats, self.version = load_checkpoint(ckpt_dir, self.device)
         self.model.eval()  # no dropout: l_old and l_new must be the same function of the weights
+        if cfg.ablate_decoupling:  # Table 3 "w/o Intention Decoupling": the one switch is the model's
+            mcfg = self.model.cfg
+            self.model.cfg = dataclasses.replace(mcfg, decoupling=dataclasses.replace(mcfg.decoupling, enabled=False))
         self.versions: dict[int, str] = {self.version: str(Path(ckpt_dir).resolve())}
         self._behaviour: OrderedDict[int, torch.nn.Module] = OrderedDict()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -138,23 +113,26 @@ class PolicyLearner:
                            training=True).to(self.device)
 
     @property
-    def decoupling_tau(self) -> float:
-        return self.model.cfg.decoupling.tau if self.cfg.decoupling else 0.0
+    def decoupling(self) -> bool:
+        """Intention Decoupling in the RL losses: the policy's model config says (tau > 0 to mask anything)."""
+        dc = self.model.cfg.decoupling
+        return dc.enabled and dc.tau > 0
 
     @torch.no_grad()
     def behaviour_losses(self, batch: PolicyBatch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """l_old [B, N] under each row's behaviour weights, and the stored decoupling keep-mask [B, n]."""
         b, n_q = len(batch), self.model.cfg.num_query_tokens
         l_old = torch.zeros(b, self.cfg.fpo.n_mc)
-        keep = torch.ones(b, n_q, dtype=torch.bool) if self.decoupling_tau > 0 else None
+        keep = torch.ones(b, n_q, dtype=torch.bool) if self.decoupling else None
         chunk = max(1, math.ceil(self.cfg.minibatch_size / self.world))
         for version in np.unique(batch.behaviour_version):
             rows = np.flatnonzero(batch.behaviour_version == version)
             model = self._behaviour_model(int(version))
             for i in range(0, len(rows), chunk):
                 part = batch.select(rows[i:i + chunk])
-                l, k = pair_losses(model, self._model_batch(part), part.tau.to(self.device),
-                                   part.eps.to(self.device), decoupling_tau=self.decoupling_tau)
+                # the mask is found with the behaviour weights, on the current policy's decoupling setting
+                l, k = model.per_sample_flow_losses(self._model_batch(part), part.tau.to(self.device),
+                                                    part.eps.to(self.device), decoupling=self.decoupling)
                 idx = torch.from_numpy(rows[i:i + chunk])
                 l_old[idx] = l.float().cpu()
                 if keep is not None:
@@ -193,8 +171,10 @@ class PolicyLearner:
             if n_local:
                 mb = batch.select(rows)
                 idx = torch.from_numpy(where[rows])
-                l_new, _ = pair_losses(self.model, self._model_batch(mb), mb.tau.to(self.device),
-                                       mb.eps.to(self.device), keep=None if keep is None else keep[idx])
+                l_new, _ = self.model.per_sample_flow_losses(self._model_batch(mb), mb.tau.to(self.device),
+                                                             mb.eps.to(self.device),
+                                                             keep=None if keep is None else keep[idx],
+                                                             decoupling=self.decoupling)
                 adv = torch.from_numpy(mb.advantages).to(self.device)
                 loss, stats = fpo_loss(l_new, l_old[idx].to(self.device), adv, cfg.fpo.clip_eps,
                                        cfg.fpo.log_ratio_clip)

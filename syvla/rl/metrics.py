@@ -8,7 +8,6 @@ trust-region signals of the update (clip fraction, min/max ratio; ../shared/note
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from syvla import constants as K
+from syvla.model.sample import Sample
 from syvla.serving import replay_buffer as rb
 
 
@@ -47,8 +47,8 @@ class Trajectory:
         r[-1] = float(self.reward)
         return r
 
-    def samples(self, score_steps: int = 0) -> list[dict]:
-        """The model sample dict (docs/architecture.md) of each step: observation + the served chunk.
+    def samples(self, score_steps: int = 0) -> list[Sample]:
+        """The model `Sample` of each step: observation + the served chunk (raw units).
 
         action_mask marks the chunk steps the policy loss scores: the first
         `score_steps` (the actions the robot executed, which the reward judged),
@@ -60,10 +60,8 @@ class Trajectory:
             mask = np.ones(actions.shape[0], bool)
             if score_steps:
                 mask[score_steps:] = False
-            out.append({"embodiment": self.embodiment, K.IMAGES: dict(s["images"]),
-                        K.STATE: np.asarray(s["state"], np.float32), K.ACTIONS: actions,
-                        K.ACTION_MASK: mask, K.TASK: self.instruction,
-                        K.COT: s.get("cot"), K.KIND: K.KIND_ROBOT, K.CONVERSATION: None})
+            out.append(Sample(embodiment=self.embodiment, images=s["images"], state=s["state"], task=self.instruction,
+                              actions=actions, action_mask=mask, cot=s.get("cot")))
         return out
 
 
@@ -191,7 +189,7 @@ def _trajectory(ep: rb.Episode) -> Trajectory:
 class RolloutSteps:
     """The chunk steps of several trajectories, flattened: what advantages and the policy batch use."""
 
-    samples: list[dict]  # model sample dicts, trajectory after trajectory
+    samples: list[Sample]  # model samples, trajectory after trajectory
     rewards: np.ndarray  # [M] float32: 0 except each trajectory's last step (its 0/1 reward)
     versions: np.ndarray  # [M] int64: the behaviour policy version of each step
     bounds: list[tuple[int, int]]  # [start, stop) of each trajectory in the flat arrays

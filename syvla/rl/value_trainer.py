@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from syvla import constants as K
 from syvla.data import images as img
 from syvla.model.config import SyVLAConfig
+from syvla.model.sample import Sample
 from syvla.normalize import NormStats
 from syvla.rl.advantages import trajectory_advantages
 from syvla.rl.config import RLConfig
@@ -75,14 +76,14 @@ class ValueTrainer:
         st = self.norm_stats[emb.name].state.normalize(np.asarray(state, np.float32))
         out.state[i, :emb.state_dim] = st
 
-    def inputs(self, samples: Sequence[dict]) -> ValueInputs:
-        """Value-model inputs of model sample dicts (rollout steps or expert frames)."""
+    def inputs(self, samples: Sequence[Sample]) -> ValueInputs:
+        """Value-model inputs of model samples (rollout steps or expert frames)."""
         out, size = self._empty(len(samples)), self.model.cfg.vision.image_size
         for i, s in enumerate(samples):
-            emb = self.policy_cfg.embodiment(s["embodiment"])
+            emb = self.policy_cfg.embodiment(s.embodiment)
             for v, cam in enumerate(emb.cameras):
-                out.images[i, v] = img.resize(np.asarray(s[K.IMAGES][cam]), size)
-            self._put_state(out, i, emb.name, s[K.STATE])
+                out.images[i, v] = img.resize(s.images[cam], size)
+            self._put_state(out, i, emb.name, s.state)
         return out
 
     def expert_inputs(self) -> ValueInputs:
@@ -112,7 +113,7 @@ class ValueTrainer:
             out.append(self.model(b[K.IMAGES], b.get(K.STATE)).cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
-    def values(self, samples: Sequence[dict]) -> np.ndarray:
+    def values(self, samples: Sequence[Sample]) -> np.ndarray:
         """[M] float32 V(s) of each sample."""
         return self._predict(self.inputs(samples))
 
@@ -135,7 +136,7 @@ class ValueTrainer:
                 "value_warmup_loss_last": float(np.mean(hist[-10:])) if hist else float("nan"),
                 "value_warmup_mse": mse, "expert_frames": len(inputs)}
 
-    def fit(self, samples: Sequence[dict], targets) -> dict:
+    def fit(self, samples: Sequence[Sample], targets) -> dict:
         """Huber regression on the rollouts' lambda-returns (value_steps steps)."""
         targets = np.asarray(targets, np.float32)
         inputs = self.inputs(samples)

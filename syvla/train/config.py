@@ -8,7 +8,8 @@ Presets (`preset(name)`):
     pretrain-debug   a few-minute CPU run on Meta-World demos with 2 workers
     finetune-debug   the matching fine-tune on one task's demos
 Every field can be overridden from the command line (`syvla.cli`), e.g.
-`--optim.peak_lr 3e-4 --model.expert.width 96 --scale.num_workers 1`.
+`--optim.peak_lr 3e-4 --model.expert.width 96 --scale.num_workers 1`; the Intention Decoupling
+ablation is `--model.decoupling.enabled false` (the model config holds the one switch).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class TrainConfig:
     stage: str = field("pretrain", "pretrain or finetune (recorded in checkpoints)")
     storage_path: str = field("runs", "Ray Train storage (local dir or URI); relative paths are made absolute")
     model: SyVLAConfig = field(default_factory=lambda: _debug_model(), help="the policy (syvla.model.config); --model.* flags")
-    init_from: str = field("", "policy checkpoint to start from (fine-tuning); its model config replaces `model`")
+    init_from: str = field("", "policy checkpoint to start from (fine-tuning); its model config replaces `model`, "
+                               "except model.decoupling (Intention Decoupling is this run's choice)")
     optim: OptimConfig = field(default_factory=OptimConfig, help="AdamW and its schedule (Table 7)")
     data: DataConfig = field(default_factory=DataConfig, help="prepared data and the mixture stream")
     scale: ScaleConfig = field(default_factory=ScaleConfig, help="Ray Train workers")
@@ -104,7 +106,6 @@ class TrainConfig:
     checkpoint_every: int = field(1000, "report a checkpoint every N optimizer steps (and at the end)")
     keep_checkpoints: int = field(3, "checkpoints Ray Train keeps (the newest)")
     log_every: int = field(50, "console / TensorBoard logging period in steps")
-    decoupling: bool = field(True, "Intention Decoupling (§3.2) in the training loss; off only for ablations")
     train_on_padding: bool = field(False, "also fit the chunk steps past an episode's end (the repeated last action, "
                                            "masked by default): closed-loop policies then hold still after the goal")
     precision: str = field("auto", "auto = bf16 on GPU, fp32 on CPU")

@@ -26,7 +26,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
-from syvla.model.processing import with_image_placeholders  # noqa: F401  (re-exported: the rule lives in the batch builder)
+from syvla.model.sample import Sample
 from syvla.normalize import NormStats
 from syvla.train import schedule
 from syvla.train.config import TrainConfig
@@ -71,7 +71,8 @@ def build_model(cfg: TrainConfig, data_stats: NormStats):
     """(model in train mode, NormStats the checkpoints will carry).
 
     From `cfg.init_from` (fine-tuning): that checkpoint's weights, model config and
-    statistics; datasets it has no statistics for take the data's. Otherwise a fresh
+    statistics; datasets it has no statistics for take the data's. Intention Decoupling
+    (`model.decoupling`) is this run's setting, not the checkpoint's. Otherwise a fresh
     model from `cfg.model`, seeded with `cfg.seed` (DeepSpeed broadcasts rank 0's weights).
     """
     from syvla.model.checkpoint import load_checkpoint
@@ -79,6 +80,7 @@ def build_model(cfg: TrainConfig, data_stats: NormStats):
 
     if cfg.init_from:
         model, ckpt_stats, _ = load_checkpoint(cfg.init_from)
+        model.cfg = dataclasses.replace(model.cfg, decoupling=cfg.model.decoupling)
         stats = data_stats.merged(ckpt_stats)  # the checkpoint's statistics win: its encoders were trained on them
     else:
         torch.manual_seed(cfg.seed)
@@ -159,15 +161,15 @@ def _ensure_process_group_env() -> None:
 
 
 # ---- data ------------------------------------------------------------------------------------
-def default_to_sample(row: dict) -> dict:
-    """A stream row -> a model sample dict (docs/architecture.md); the data package owns the format."""
+def default_to_sample(row: dict) -> Sample:
+    """A stream row -> a `syvla.model.sample.Sample`; the data package owns the row format."""
     from syvla.data.chunking import row_to_sample
 
     return row_to_sample(row)
 
 
 def sample_batches(source: BatchSource, batch_size: int, state: TrainState, prefetch_batches: int = 2,
-                   to_sample: Callable[[dict], dict] = default_to_sample) -> Iterator[tuple[list[dict], float]]:
+                   to_sample: Callable[[dict], Sample] = default_to_sample) -> Iterator[tuple[list[Sample], float]]:
     """Yield (samples, seconds waited for them) forever, epoch after epoch, keeping `state`'s data position.
 
     On resume the first epoch skips the `state.batches_in_epoch` micro-batches the checkpoint
@@ -308,7 +310,7 @@ class FaultInjection:
 def train(cfg: TrainConfig, source: BatchSource, data_stats: NormStats, *, report: ReportFn,
           rank: int = 0, world_size: int = 1, device: torch.device | None = None,
           restore_dir: str | Path | None = None, log_dir: str | Path | None = None,
-          to_sample: Callable[[dict], dict] = default_to_sample,
+          to_sample: Callable[[dict], Sample] = default_to_sample,
           fault: FaultInjection | None = None) -> TrainState:
     """Train to `cfg.max_steps` optimizer steps; return the final TrainState.
 
@@ -352,7 +354,7 @@ def train(cfg: TrainConfig, source: BatchSource, data_stats: NormStats, *, repor
             if bf16:
                 batch = _cast_floats(batch, torch.bfloat16)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
-                out = engine(batch, generator=gen, decoupling=cfg.decoupling)
+                out = engine(batch, generator=gen)  # Intention Decoupling as mcfg.decoupling says
             engine.backward(out.loss)
             engine.step()
             for k in ("loss", "action_loss", "lm_loss"):

@@ -68,24 +68,24 @@ def test_row_to_sample_robot_and_vqa():
     out = CH.add_chunks(pa.concat_tables([synthetic_episode(0, 6, image_size=24), synthetic_vqa(3, image_size=24)]), 4)
     robot, vqa = out.to_pylist()[0], out.to_pylist()[-1]
     s = CH.row_to_sample(robot)
-    assert s["embodiment"] == "synthetic" and s["kind"] == "robot" and s["task"] == "pick up the block"
-    assert s["cot"] is None and s["conversation"] is None
-    assert list(s["images"]) == ["corner2", "topview", "gripperPOV"]
-    assert all(v.dtype == np.uint8 and v.shape == (24, 24, 3) for v in s["images"].values())
-    assert s["state"].dtype == np.float32 and s["state"].shape == (7,)
-    assert s["actions"].shape == (4, 4) and s["action_mask"].dtype == bool
-    np.testing.assert_array_equal(s["actions"], robot[K.ACTIONS])
+    assert s.embodiment == "synthetic" and s.kind == "robot" and s.task == "pick up the block"
+    assert s.cot is None and s.conversation is None
+    assert list(s.images) == ["corner2", "topview", "gripperPOV"]
+    assert all(v.dtype == np.uint8 and v.shape == (24, 24, 3) for v in s.images.values())
+    assert s.state.dtype == np.float32 and s.state.shape == (7,)
+    assert s.actions.shape == (4, 4) and s.action_mask.dtype == bool
+    np.testing.assert_array_equal(s.actions, robot[K.ACTIONS])
     small = CH.row_to_sample(robot, image_size=(8, 12))
-    assert small["images"]["topview"].shape == (8, 12, 3)
+    assert small.images["topview"].shape == (8, 12, 3)
     v = CH.row_to_sample(vqa)
-    assert v["kind"] == "vqa" and v["embodiment"] == "vqa"
-    assert v["conversation"][0]["role"] == "user" and v["actions"].shape == (0, 0) and v["state"].shape == (0,)
+    assert v.kind == "vqa" and v.embodiment == "vqa"
+    assert v.conversation[0]["role"] == "user" and v.actions.shape == (0, 0) and v.state.shape == (0,)
     # numpy-format rows (what Ray's numpy batches hold) convert the same way
     np_row = {k: (np.array(x, dtype=object) if k == K.ACTIONS else x) for k, x in robot.items()}
     np_row[K.ACTIONS] = np.array([np.asarray(a, np.float32) for a in robot[K.ACTIONS]], dtype=object)
-    np.testing.assert_array_equal(CH.row_to_sample(np_row)["actions"], s["actions"])
+    np.testing.assert_array_equal(CH.row_to_sample(np_row).actions, s.actions)
     samples = CH.batch_to_samples(out.slice(0, 2))
-    assert len(samples) == 2 and samples[1]["actions"].shape == (4, 4)
+    assert len(samples) == 2 and samples[1].actions.shape == (4, 4)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ import torch
 
 from syvla.model import checkpoint as C
 from syvla.model.checkpoint import load_checkpoint, save_checkpoint
-from syvla.model.policy import ObservationError, Policy, make_debug_checkpoint
+from syvla.model.policy import Policy, make_debug_checkpoint
+from syvla.model.sample import ObservationError
 from syvla.sim import metaworld as mw
 
 from model_testlib import robot_sample
@@ -15,7 +16,7 @@ from model_testlib import robot_sample
 
 def _obs(rng, seed=7):
     s = robot_sample(rng)
-    return {"embodiment": "metaworld", "images": s["images"], "state": s["state"], "instruction": "reach the goal", "seed": seed}
+    return {"embodiment": "metaworld", "images": s.images, "state": s.state, "instruction": "reach the goal", "seed": seed}
 
 
 def test_save_reload_gives_identical_actions(tmp_path, model, norm_stats):

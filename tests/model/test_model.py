@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -39,8 +41,8 @@ def test_debug_model_overfits_one_batch(cfg, norm_stats):
     model = SyVLA(cfg)
     rng = np.random.default_rng(0)
     samples = [robot_sample(rng) for _ in range(4)]
-    for s in samples:  # smooth, learnable chunks
-        s["actions"] = np.cumsum(rng.normal(0, 0.05, size=(50, 4)), axis=0).astype(np.float32)
+    samples = [dataclasses.replace(s, actions=np.cumsum(rng.normal(0, 0.05, size=(50, 4)), axis=0).astype(np.float32))
+               for s in samples]  # smooth, learnable chunks
     batch = build_batch(samples, model.processor, cfg, norm_stats)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)

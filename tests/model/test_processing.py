@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -37,7 +39,7 @@ def test_mixed_batch_layout(model, cfg, norm_stats):
     assert tok.decode(b.lm_labels[2][b.lm_labels[2] != IGNORE]) == "red<|im_end|>"
     # States and actions are normalized with the dataset's statistics.
     st = norm_stats["metaworld"].state
-    np.testing.assert_allclose(b.state[0].numpy(), (samples[0]["state"] - st.mean) / (st.std + 1e-6), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(b.state[0].numpy(), (samples[0].state - st.mean) / (st.std + 1e-6), rtol=1e-5, atol=1e-5)
     assert b.images.shape == (3, 3, 3, cfg.expert.vision.image_size, cfg.expert.vision.image_size)
     assert 0.0 <= b.images.min() and b.images.max() <= 1.0
 
@@ -45,15 +47,13 @@ def test_mixed_batch_layout(model, cfg, norm_stats):
 def test_bad_samples_name_the_problem(model, cfg, norm_stats):
     rng = np.random.default_rng(0)
     s = robot_sample(rng)
-    del s["images"]["topview"]
+    s = dataclasses.replace(s, images={k: v for k, v in s.images.items() if k != "topview"})
     with pytest.raises(ValueError, match="missing camera.*topview"):
         build_batch([s], model.processor, cfg, norm_stats)
-    s = robot_sample(rng)
-    s["state"] = np.zeros(7, np.float32)
+    s = dataclasses.replace(robot_sample(rng), state=np.zeros(7, np.float32))
     with pytest.raises(ValueError, match=r"state .* shape \[39\]"):
         build_batch([s], model.processor, cfg, norm_stats)
-    s = robot_sample(rng)
-    s["embodiment"] = "aloha"
+    s = dataclasses.replace(robot_sample(rng), embodiment="aloha")
     with pytest.raises(KeyError, match="unknown embodiment 'aloha'"):
         build_batch([s], model.processor, cfg, norm_stats)
     from syvla.normalize import NormStats

@@ -11,6 +11,7 @@ from syvla import constants as K
 from syvla.data.columns import list_column
 from syvla.data.images import encode_png
 from syvla.data.schema import FRAME_SCHEMA
+from syvla.model.sample import Sample
 from syvla.serving import protocol as P
 from syvla.serving import replay_buffer as rb
 
@@ -62,14 +63,14 @@ def write_episode(writer: rb.ReplayWriter, version: int, n_steps: int, reward: i
     return eid
 
 
-def model_samples(n: int, seed: int = 0, side: int = 32) -> list[dict]:
-    """n Meta-World model sample dicts (raw units) with random images, states and action chunks."""
+def model_samples(n: int, seed: int = 0, side: int = 32) -> list[Sample]:
+    """n Meta-World model samples (raw units) with random images, states and action chunks."""
     rng = np.random.default_rng(seed)
-    return [{"embodiment": "metaworld", K.IMAGES: dict(zip(CAMERAS, frame_images(rng, side, rng.uniform()))),
-             K.STATE: rng.standard_normal(STATE_DIM).astype(np.float32),
-             K.ACTIONS: rng.uniform(-1, 1, (CHUNK, ACTION_DIM)).astype(np.float32),
-             K.ACTION_MASK: np.ones(CHUNK, bool), K.TASK: TASK, K.COT: None, K.KIND: K.KIND_ROBOT,
-             K.CONVERSATION: None} for _ in range(n)]
+    return [Sample(embodiment="metaworld", images=dict(zip(CAMERAS, frame_images(rng, side, rng.uniform()))),
+                   state=rng.standard_normal(STATE_DIM).astype(np.float32),
+                   actions=rng.uniform(-1, 1, (CHUNK, ACTION_DIM)).astype(np.float32),
+                   action_mask=np.ones(CHUNK, bool), task=TASK, cot=None, kind=K.KIND_ROBOT,
+                   conversation=None) for _ in range(n)]
 
 
 def policy_batch(cfg, policy_cfg, rollout: list[dict], rollout_adv, experts: list[dict] = (), version: int = 0,

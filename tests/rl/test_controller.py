@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rl_testlib import write_episode
 
-from syvla import constants as K
+
 from syvla.model.checkpoint import read_config, read_metadata, read_norm_stats, read_policy_version
 from syvla.rl.advantages import AdvantageConfig
 from syvla.rl.config import debug_rl_config
@@ -83,7 +83,7 @@ def test_ablation_switches_change_the_batch(tmp_path, rl_ckpts, expert_set):
 
     rand, s_rand, _ = _spy_run(tmp_path, rl_ckpts[0], expert_set, "random",
                                retrieval=RetrievalConfig(k=k, mode="random"))  # "w/o Similar Sample"
-    key = (lambda b: [s[K.STATE].tobytes() for s, e in zip(b.samples, b.is_expert) if e])
+    key = (lambda b: [s.state.tobytes() for s, e in zip(b.samples, b.is_expert) if e])
     assert key(rand) != key(full) and len(key(rand)) == len(key(full))
     assert s_rand.metrics[0]["retrieval_similarity"] < s_full.metrics[0]["retrieval_similarity"]
 
@@ -92,7 +92,7 @@ def test_ablation_switches_change_the_batch(tmp_path, rl_ckpts, expert_set):
     ex_adv = gae.advantages[gae.is_expert]  # "w/ standard Advantage": the frames' own clipped GAE, not 1.0
     assert not np.allclose(ex_adv, 1.0) and np.abs(ex_adv).max() <= 0.8
     assert key(gae) == key(full)  # same retrieval, only the advantages differ
-    rows = [int(np.flatnonzero([np.array_equal(s[K.STATE], x) for x in expert_set.states(range(len(expert_set)))])[0])
+    rows = [int(np.flatnonzero([np.array_equal(s.state, x) for x in expert_set.states(range(len(expert_set)))])[0])
             for s, e in zip(gae.samples, gae.is_expert) if e]
     np.testing.assert_allclose(ex_adv, w_gae.value.expert_gae(rows), atol=1e-6)
 

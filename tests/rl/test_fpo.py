@@ -5,7 +5,8 @@ import torch
 
 from syvla.model import flow
 from syvla.model.config import FlowConfig
-from syvla.rl.fpo import FPOConfig, cfm_losses, draw_mc_pairs, fpo_loss, fpo_ratio
+from syvla.model.flow import cfm_losses
+from syvla.rl.fpo import FPOConfig, draw_mc_pairs, fpo_loss, fpo_ratio
 
 
 def test_equal_losses_give_ratio_one_and_minus_mean_advantage():

@@ -1,11 +1,12 @@
 """The imitation set for RL: chunked frames, Monte-Carlo returns, LeRobot loading filtered on metadata,
 and the retriever over it; plus the RL pipeline's configuration and policy choice."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from rl_testlib import CAMERAS, expert_table, model_samples
 
-from syvla import constants as K
 from syvla.data.lerobot import LeRobotWriteOptions, write_lerobot
 from syvla.rl.guidance import ExpertSet, SampleRetriever, clip_encoder
 from syvla.rl.retrieval import RetrievalConfig
@@ -16,7 +17,7 @@ def test_expert_set_chunks_episodes_and_gives_monte_carlo_returns(expert_set):
     assert expert_set.bounds == [(0, 12), (12, 24), (24, 36)]
     assert expert_set.success.tolist() == [True, True, False]
     s = expert_set.sample(13)
-    assert s[K.ACTIONS].shape == (50, 4) and s[K.ACTION_MASK].sum() == 11  # frame 1 of 12: 11 real steps
+    assert s.actions.shape == (50, 4) and s.action_mask.sum() == 11  # frame 1 of 12: 11 real steps
     ret = expert_set.monte_carlo_returns(gamma=0.9, stride=2)  # per-frame discount 0.9 ** 0.5
     assert ret[11] == pytest.approx(1.0) and ret[9] == pytest.approx(0.9)  # one decision before the end
     assert ret[0] == pytest.approx(0.9 ** 5.5, rel=1e-5) and np.all(ret[24:] == 0)  # the failed demo
@@ -31,7 +32,7 @@ def test_load_lerobot_reads_only_the_chosen_tasks(tmp_path):
     root = write_lerobot(tables, tmp_path / "demos", LeRobotWriteOptions(video=False), dataset="metaworld")
     es = ExpertSet.load(root, chunk_len=50, tasks=("reach-v3",), max_episodes_per_task=1)
     assert es.num_episodes == 1 and len(es) == 6
-    assert {es.sample(i)[K.TASK] for i in range(len(es))} == {"reach the red goal position"}
+    assert {es.sample(i).task for i in range(len(es))} == {"reach the red goal position"}
     assert ExpertSet.load(root, chunk_len=50).num_episodes == 4
     with pytest.raises(ValueError, match="no robot frames"):
         ExpertSet.load(root, chunk_len=50, tasks=("pick-place-v3",))
@@ -47,7 +48,7 @@ def test_retriever_finds_frames_of_similar_shade(expert_set):
     rand = SampleRetriever(expert_set, clip_encoder(), RetrievalConfig(k=3, mode="random"), seed=1)
     assert rand.retrieve(queries).mean_similarity < found.mean_similarity
     with pytest.raises(KeyError, match="no expert frames of embodiment"):
-        retriever.retrieve([{**model_samples(1)[0], "embodiment": "aloha"}])
+        retriever.retrieve([dataclasses.replace(model_samples(1)[0], embodiment="aloha")])
     with pytest.raises(ValueError, match="needs a local checkpoint"):
         clip_encoder("ViT-B-32")
 
@@ -63,7 +64,7 @@ def test_pipeline_flags_and_policy_choice(tmp_path):
     spec = importlib.util.spec_from_file_location("rl_pipeline", Path(__file__).parents[2] / "pipelines" / "rl.py")
     rl = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rl)
-    cfg, run, _ = rl.parse(["--retrieval.mode", "random", "--decoupling", "false", "--fpo.clip_eps", "0.1",
+    cfg, run, _ = rl.parse(["--retrieval.mode", "random", "--ablate_decoupling", "true", "--fpo.clip_eps", "0.1",
                          "--run.tasks", "reach-v3", "push-v3", "--run.robots", "3"])
     assert cfg.ablation == "w/o Similar Sample, w/o Intention Decoupling" and cfg.fpo.clip_eps == 0.1
     assert run.tasks == ("reach-v3", "push-v3") and run.robots == 3 and cfg.rl_episodes == 3

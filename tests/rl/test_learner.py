@@ -48,7 +48,7 @@ def test_decoupling_switch_masks_feature_query_states(rl_ckpts):
     l_on, keep = on.behaviour_losses(batch)
     n_states = keep.numel()  # B x num_query_tokens
     assert (~keep).sum().item() == int(on.model.cfg.decoupling.tau * n_states) > 0
-    off = PolicyLearner(rl_ckpts[0], _cfg(decoupling=False))  # ablation "w/o Intention Decoupling"
+    off = PolicyLearner(rl_ckpts[0], _cfg(ablate_decoupling=True))  # ablation "w/o Intention Decoupling"
     l_off, keep_off = off.behaviour_losses(batch)
     assert keep_off is None and l_off.shape == l_on.shape == (4, 2)
     assert not torch.allclose(l_on, l_off)

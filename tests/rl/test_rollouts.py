@@ -26,9 +26,9 @@ def test_assembles_rewarded_episodes_and_reports_the_rest(tmp_path):
     assert (traj.policy_version, traj.reward, len(traj), traj.instruction) == (3, 1, 4, TASK)
     np.testing.assert_array_equal(traj.rewards(), [0, 0, 0, 1])
     s = traj.samples()[0]
-    assert set(s["images"]) == set(CAMERAS) and s["images"]["corner2"].dtype == np.uint8
-    assert s["state"].shape == (STATE_DIM,) and s["actions"].shape == (CHUNK, ACTION_DIM)
-    assert s["action_mask"].all() and s["embodiment"] == "metaworld" and s["kind"] == "robot"
+    assert set(s.images) == set(CAMERAS) and s.images["corner2"].dtype == np.uint8
+    assert s.state.shape == (STATE_DIM,) and s.actions.shape == (CHUNK, ACTION_DIM)
+    assert s.action_mask.all() and s.embodiment == "metaworld" and s.kind == "robot"
     # handed out once; a reward arriving later makes the running episode available
     assert c.take(10, 3).trajectories == []
     with rb.ReplayWriter(tmp_path, writer_id="a") as w:
@@ -66,5 +66,5 @@ def test_score_steps_masks_the_unexecuted_tail(tmp_path):
         write_episode(w, version=0, n_steps=2, reward=1, seed=1)
     got = RolloutCollector(tmp_path).collect(1, 0, timeout_s=5, poll_s=0.01)
     steps = rollout_steps(got.trajectories, score_steps=10)
-    assert [s["action_mask"].sum() for s in steps.samples] == [10, 10]
-    assert steps.samples[0]["action_mask"][:10].all() and steps.samples[0]["actions"].shape == (CHUNK, ACTION_DIM)
+    assert [s.action_mask.sum() for s in steps.samples] == [10, 10]
+    assert steps.samples[0].action_mask[:10].all() and steps.samples[0].actions.shape == (CHUNK, ACTION_DIM)

@@ -13,7 +13,7 @@ def test_paper_presets_follow_table_7():
     assert (fine.global_batch_size, fine.optim.warmup_steps, fine.optim.peak_lr, fine.optim.decay_lr) == (32, 1000, 3e-5, 3e-6)
     assert (fine.optim.betas, fine.optim.eps, fine.optim.clip_grad_norm) == ((0.9, 0.995), 1e-8, 1.0)
     assert (pre.data.multimodal_ratio, fine.data.multimodal_ratio) == (0.35, 0.30)
-    assert pre.decoupling and fine.decoupling and pre.zero_stage == fine.zero_stage == 2
+    assert pre.model.decoupling.enabled and fine.model.decoupling.enabled and pre.zero_stage == fine.zero_stage == 2
     assert pre.model.expert.width == 1408 and pre.model.num_query_tokens == 20
     for name in PRESETS:
         assert preset(name).name == name
@@ -28,11 +28,11 @@ def parse(argv, name="pretrain-debug"):
 def test_any_field_overridable_with_dotted_flags():
     cfg = parse(["--optim.peak_lr", "3e-4", "--optim.betas", "0.8", "0.9", "--model.expert.width", "128",
                  "--model.expert.vision.image_size", "64", "--data.tasks", "reach-v3", "push-v3",
-                 "--scale.use_gpu", "false", "--scale.num_workers", "1", "--decoupling", "no", "--name", "x"])
+                 "--scale.use_gpu", "false", "--scale.num_workers", "1", "--model.decoupling.enabled", "no", "--name", "x"])
     assert cfg.optim.peak_lr == 3e-4 and cfg.optim.betas == (0.8, 0.9)
     assert cfg.model.expert.width == 128 and cfg.model.expert.vision.image_size == 64
     assert cfg.data.tasks == ("reach-v3", "push-v3") and cfg.scale.num_workers == 1
-    assert cfg.decoupling is False and cfg.name == "x"
+    assert cfg.model.decoupling.enabled is False and cfg.name == "x"
     untouched = preset("pretrain-debug")
     assert cfg.optim.decay_lr == untouched.optim.decay_lr and cfg.model.vlm == untouched.model.vlm
     flat = to_flat_dict(cfg)

@@ -108,11 +108,17 @@ def test_task_filter_keeps_named_tasks_and_vqa():
 
 
 def test_vqa_samples_get_image_placeholders_once():
-    sample = {K.KIND: K.KIND_VQA, K.IMAGES: {"image": object()},
-              K.CONVERSATION: [{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A cup."}]}
-    fixed = loop.with_image_placeholders(sample)
-    assert fixed[K.CONVERSATION][0]["content"] == "<image>\nWhat is it?"
-    assert sample[K.CONVERSATION][0]["content"] == "What is it?"  # the input is not modified
-    assert loop.with_image_placeholders(fixed) == fixed  # placeholders present: unchanged
-    robot = {K.KIND: K.KIND_ROBOT, K.IMAGES: {"a": object()}, K.CONVERSATION: None}
-    assert loop.with_image_placeholders(robot) is robot
+    import numpy as np
+
+    from syvla.model.processing import with_image_placeholders
+    from syvla.model.sample import Sample
+
+    image = np.zeros((4, 4, 3), np.uint8)
+    sample = Sample(embodiment="vqa", kind=K.KIND_VQA, images={"image": image},
+                    conversation=[{"role": "user", "content": "What is it?"}, {"role": "assistant", "content": "A cup."}])
+    fixed = with_image_placeholders(sample)
+    assert fixed.conversation[0]["content"] == "<image>\nWhat is it?"
+    assert sample.conversation[0]["content"] == "What is it?"  # the input is not modified
+    assert with_image_placeholders(fixed) == fixed  # placeholders present: unchanged
+    robot = Sample(embodiment="metaworld", kind=K.KIND_ROBOT, images={"a": image}, conversation=None)
+    assert with_image_placeholders(robot) is robot

@@ -5,7 +5,6 @@ damaged episode with its reason instead of aborting."""
 
 import json
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

@@ -84,8 +84,9 @@ def test_corrupt_frames_in_a_shared_video_name_the_episode(tmp_path):
 
     root = _write(tmp_path / "ds", version="v3.0")
     mp4 = root / f"videos/{WRIST}/chunk-000/file-000.mp4"
-    with av.open(str(mp4)) as c:  # where the last episode's frames (pts 15..19) lie in the file
-        spans = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size and p.pts >= sum(LENGTHS[:3])]
+    with av.open(str(mp4)) as c:  # where the last episode's frames (1.5 s on) lie in the file
+        spans = [(p.pos, p.size) for p in c.demux(c.streams.video[0])
+                 if p.size and p.pts * p.time_base >= sum(LENGTHS[:3]) / FPS - 1e-6]
     raw = bytearray(mp4.read_bytes())
     for pos, size in spans:
         raw[pos : pos + size] = bytes(size)

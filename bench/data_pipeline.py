@@ -96,7 +96,7 @@ def pandas_prepare(path: Path, out: Path, ccfg: C.CleaningConfig, chunk_len: int
                      "undecodable_frames": sum(C.UNDECODABLE in s for s in status),
                      K.SUCCESS: bool(known.iloc[-1]) if len(known) else None, "all_idle": all_idle,
                      "trim_start": lo, "trim_stop": hi, "interior_idle_frames": interior,
-                     "seq_hash": C._sequence_hash(state, action), "action_dim": action.shape[1]})
+                     "seq_hash": C._sequence_hash(state, action), "action_dim": action.shape[1], "read_error": None})
         kept_actions.append(action[lo:hi][finite[lo:hi]].reshape(-1))
     summaries = pa.Table.from_pandas(pd.DataFrame(rows).assign(kept_actions=kept_actions), schema=C.SUMMARY_SCHEMA,
                                      preserve_index=False)

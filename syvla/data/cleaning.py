@@ -6,6 +6,8 @@ Cleaning works per episode in two steps so that Ray can run the expensive part
 1. :func:`summarize_episodes` (per batch of whole episodes) -> one summary row per
    episode: frame count, non-finite frames, black/undecodable images, success,
    idle-trim bounds, a hash of the state/action sequence, and its actions.
+   An episode the reader could not read gets a row from :func:`unreadable_summaries`
+   holding its error, and is dropped as ``unreadable``.
 2. :func:`decide` (all summaries) -> a keep/trim decision per episode plus a
    :class:`CleaningReport`. Dataset-wide filters live here: robust action
    z-scores (median and a MAD-based scale over the dataset, exact: every kept
@@ -41,10 +43,13 @@ from syvla.data import images
 from syvla.data.columns import combine, episode_bounds, vectors
 from syvla.data.schema import conform
 
-NONFINITE, UNDECODABLE, BLACK, FAILED, IDLE, TOO_SHORT, OUTLIER, DUPLICATE = (
-    "nonfinite", "undecodable_image", "black_image", "failed", "idle", "too_short", "action_outlier", "duplicate",
+UNREADABLE, NONFINITE, UNDECODABLE, BLACK, FAILED, IDLE, TOO_SHORT, OUTLIER, DUPLICATE = (
+    "unreadable", "nonfinite", "undecodable_image", "black_image", "failed", "idle", "too_short", "action_outlier",
+    "duplicate",
 )
-REASONS = (NONFINITE, UNDECODABLE, BLACK, FAILED, IDLE, TOO_SHORT, OUTLIER, DUPLICATE)
+# UNREADABLE: the reader could not read the episode at all (a video that does not decode, frames that
+# disagree with the metadata); its error is kept in the report (DatasetReport.errors).
+REASONS = (UNREADABLE, NONFINITE, UNDECODABLE, BLACK, FAILED, IDLE, TOO_SHORT, OUTLIER, DUPLICATE)
 _MAD_TO_STD = 1.4826  # MAD of a normal distribution times this is its standard deviation
 _MEANAD_TO_STD = 1.2533  # same for the mean absolute deviation (used where MAD is 0)
 _SPREAD_TO_STD = 4.6527  # q99 - q01 of a normal distribution in standard deviations
@@ -115,6 +120,7 @@ SUMMARY_SCHEMA = pa.schema(
         pa.field("seq_hash", pa.string()),
         pa.field("action_dim", pa.int64()),
         pa.field("kept_actions", pa.list_(pa.float32())),  # flattened [kept frames, action_dim], for median/MAD
+        pa.field("read_error", pa.string()),  # why the reader could not read the episode; None when it could
     ]
 )
 
@@ -202,6 +208,20 @@ def summarize_episodes(table: pa.Table, cfg: CleaningConfig) -> pa.Table:
     return pa.Table.from_pydict(cols, schema=SUMMARY_SCHEMA)
 
 
+def unreadable_summaries(episodes: Iterable) -> pa.Table:
+    """SUMMARY_SCHEMA rows for robot episodes the reader could not read (syvla.data.readers.UnreadableEpisode:
+    dataset, episode_id, length, error); decide() drops them as UNREADABLE with their error."""
+    rows = []
+    for e in episodes:
+        row = dict.fromkeys(SUMMARY_SCHEMA.names)
+        row.update({K.DATASET: e.dataset, K.EPISODE_ID: e.episode_id, K.KIND: K.KIND_ROBOT, "n_frames": e.length,
+                    "nonfinite_frames": 0, "image_frames_checked": 0, "black_frames": 0, "undecodable_frames": 0,
+                    "all_idle": False, "trim_start": 0, "trim_stop": e.length, "interior_idle_frames": 0,
+                    "action_dim": 0, "kept_actions": [], "read_error": e.error})
+        rows.append(row)
+    return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA) if rows else SUMMARY_SCHEMA.empty_table()
+
+
 def _summarize(ep: pa.Table, cfg: CleaningConfig) -> tuple[dict, np.ndarray]:
     dataset = ep.column(K.DATASET)[0].as_py()
     episode_id = ep.column(K.EPISODE_ID)[0].as_py()
@@ -266,6 +286,7 @@ class DatasetReport:
     frames_out: int = 0
     frames_trimmed: int = 0  # idle frames cut from kept episodes
     dropped: dict[str, list[int]] = dataclasses.field(default_factory=dict)  # reason -> episode ids
+    errors: dict[int, str] = dataclasses.field(default_factory=dict)  # episode id -> why it was UNREADABLE
 
 
 @dataclasses.dataclass
@@ -287,7 +308,12 @@ class CleaningReport:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CleaningReport":
-        return cls({name: DatasetReport(**v) for name, v in d["datasets"].items()})
+        datasets = {}
+        for name, v in d["datasets"].items():
+            v = dict(v)
+            v["errors"] = {int(k): e for k, e in v.get("errors", {}).items()}  # JSON keys are strings
+            datasets[name] = DatasetReport(**v)
+        return cls(datasets)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
@@ -312,6 +338,9 @@ class CleaningReport:
         lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
                  for r in cells]
         lines.insert(1, "-" * len(lines[0]))
+        for n in names:
+            for episode, error in sorted(self.datasets[n].errors.items()):
+                lines.append(f"{UNREADABLE} {n}/{episode}: {error}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -337,6 +366,8 @@ def robust_action_stats(actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _first_reason(s: dict, cfg: CleaningConfig) -> str | None:
+    if s["read_error"] is not None:
+        return UNREADABLE
     if cfg.drop_nonfinite and s["nonfinite_frames"] > 0:
         return NONFINITE
     checked = s["image_frames_checked"]
@@ -412,6 +443,8 @@ def decide(summaries: pa.Table, cfg: CleaningConfig) -> tuple[pa.Table, Cleaning
             d.frames_trimmed += n - (hi - lo)
         else:
             d.dropped.setdefault(reason, []).append(s[K.EPISODE_ID])
+            if reason == UNREADABLE:
+                d.errors[s[K.EPISODE_ID]] = s["read_error"]
         out.append({K.DATASET: s[K.DATASET], K.EPISODE_ID: s[K.EPISODE_ID], "n_frames": n,
                     "keep": reason is None, "trim_start": lo, "trim_stop": hi, "reason": reason})
     for d in report.datasets.values():
@@ -467,7 +500,7 @@ def clean_table(tables: pa.Table | Iterable[pa.Table], cfg: CleaningConfig = Cle
 
 __all__ = [
     "CleaningConfig", "CleaningReport", "DatasetReport", "REASONS", "SUMMARY_SCHEMA", "DECISION_SCHEMA",
-    "summarize_episodes", "decide", "decision_lookup", "apply_decisions", "clean_table", "idle_bounds",
+    "summarize_episodes", "unreadable_summaries", "decide", "decision_lookup", "apply_decisions", "clean_table", "idle_bounds",
     "image_status", "robust_action_stats", "sort_frames",
 ]
 

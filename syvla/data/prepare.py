@@ -12,6 +12,9 @@ tasks, where episodes are whole by construction, in two passes per input:
 1. read units in parallel (LeRobot: groups of episodes, each task with its own
    reader and video decoder), cache each whole-episode block as parquet under the
    output's cache dir and return only its episode summaries (image checks run here);
+   an episode the reader cannot read (syvla.data.lerobot.EpisodeError) is summarized
+   with its error and dropped as ``unreadable``; an input none of whose episodes
+   can be read stops the run;
 2. decide in the driver (dataset-wide median/MAD outliers, duplicates), then clean,
    convert the action representation and chunk each cached file in parallel; each
    task writes its parquet shard under ``<output>/<dataset>/`` and returns the
@@ -43,9 +46,10 @@ from syvla import constants as K
 from syvla.data import actions as act
 from syvla.data import prepared
 from syvla.data.chunking import DEFAULT_CHUNK_LEN, clean_and_chunk_table
-from syvla.data.cleaning import (SUMMARY_SCHEMA, CleaningConfig, CleaningReport, decide, decision_lookup,
-                                 kept_robot_frames, summarize_episodes)
-from syvla.data.readers import ReadUnit, declared_metadata, episode_blocks, iter_unit, plan_read_units
+from syvla.data.cleaning import (SUMMARY_SCHEMA, UNREADABLE, CleaningConfig, CleaningReport, decide, decision_lookup,
+                                 kept_robot_frames, summarize_episodes, unreadable_summaries)
+from syvla.data.readers import (ReadUnit, UnreadableEpisode, declared_metadata, episode_blocks, iter_unit,
+                                plan_read_units)
 from syvla.data.stats import STATS_COLUMNS, merge_partial_stats, partial_stats, robot_counts, sample_fractions
 from syvla.normalize import NormStats
 
@@ -76,12 +80,16 @@ def read_frames(path: str, name: str | None = None, block_frames: int = 512) -> 
 
 # ---- pass 1: summaries and the cache ------------------------------------------------------
 def _summarize_units(batch: pa.Table, cfg: CleaningConfig, block_frames: int, cache_dir: str) -> Iterator[pa.Table]:
-    """Read a unit, cache its whole-episode blocks as parquet and yield their episode summaries."""
+    """Read a unit, cache its whole-episode blocks as parquet and yield their episode summaries, and
+    summaries of the episodes that could not be read (dropped as unreadable, with their errors)."""
     for unit, index in zip(batch.column("unit").to_pylist(), batch.column("index").to_pylist()):
-        for j, block in enumerate(episode_blocks(iter_unit(ReadUnit.from_json(unit)), block_frames)):
+        unreadable: list[UnreadableEpisode] = []
+        for j, block in enumerate(episode_blocks(iter_unit(ReadUnit.from_json(unit), unreadable), block_frames)):
             # Written before summarizing: a retried task rewrites the same names with the same rows.
             pq.write_table(block, os.path.join(cache_dir, prepared.cache_name(index, j)), compression="none")
             yield summarize_episodes(block, cfg)
+        if unreadable:
+            yield unreadable_summaries(unreadable)
 
 
 def summarize_and_cache(units: Sequence[ReadUnit], cfg: CleaningConfig, cache_dir: str | Path,
@@ -234,6 +242,11 @@ def prepare(cfg: PrepareConfig, eef_specs: Mapping[str, act.EefSpec] | None = No
         report.datasets.update(part.datasets)
         robot_frames[dataset] = kept_robot_frames(summaries, decisions)
         d = part.datasets[dataset]
+        for episode, error in sorted(d.errors.items()):
+            _log(f"{dataset}: dropping episode {episode}, it cannot be read: {error}")
+        if d.episodes_in and len(d.dropped.get(UNREADABLE, [])) == d.episodes_in:
+            raise ValueError(f"input {path}: none of its {d.episodes_in} episodes can be read; "
+                             f"episode {min(d.errors)}: {d.errors[min(d.errors)]}")
         _log(f"{dataset}: read and checked {d.frames_in} frames in {len(units)} task(s) ({time.time() - t1:.1f} s); "
              f"keeping {d.episodes_out}/{d.episodes_in} episodes, {d.frames_out} frames")
         t1 = time.time()

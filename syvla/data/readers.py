@@ -113,7 +113,7 @@ def read_dataset(path: str | os.PathLike, name: str | None = None, format: str |
 def list_episodes(path: str | os.PathLike, format: str | None = None) -> list[dict]:
     """Cheap per-episode listing from metadata: [{"episode_id", "length", "tasks"}].
 
-    LeRobot reads only meta/; RLDS parses each record's step count without
+    LeRobot reads meta/ (v2.x: and each data file's footer, for the global index range); RLDS parses each record's step count without
     decoding images; LLaVA lists one "episode" per sample.
     """
     p = Path(path)
@@ -122,9 +122,10 @@ def list_episodes(path: str | os.PathLike, format: str | None = None) -> list[di
         from syvla.data.lerobot import LeRobotReader
 
         r = LeRobotReader(p)
+        ranges = r.index_ranges()
         return [{"episode_id": e.source_episode_id if e.source_episode_id is not None else e.episode_index,
                  "episode_index": e.episode_index, "length": e.length, "tasks": list(e.tasks),
-                 "from_index": e.from_index, "to_index": e.to_index} for e in r.episodes]
+                 "from_index": lo, "to_index": hi} for e, (lo, hi) in zip(r.episodes, ranges)]
     if fmt == "rlds":
         from syvla.data.rlds import list_rlds_episodes
 
@@ -181,17 +182,40 @@ def plan_read_units(path: str, name: str | None, block_frames: int) -> list[Read
     return units
 
 
-def iter_unit(unit: ReadUnit) -> Iterator[pa.Table]:
-    """FRAME_SCHEMA tables of one read unit, one or more whole episodes each."""
+@dataclasses.dataclass(frozen=True)
+class UnreadableEpisode:
+    """An episode a read unit skipped: its frames could not be read (the error names file, episode, camera)."""
+
+    dataset: str
+    episode_id: int
+    length: int  # frames its metadata declares
+    error: str
+
+
+def iter_unit(unit: ReadUnit, unreadable: list[UnreadableEpisode] | None = None) -> Iterator[pa.Table]:
+    """FRAME_SCHEMA tables of one read unit, one or more whole episodes each.
+
+    A LeRobot episode that cannot be read (syvla.data.lerobot.EpisodeError) raises, or, given an
+    `unreadable` list, is appended to it and skipped: preparing a dataset drops such an episode
+    with its error (syvla.data.cleaning) instead of giving up on the rest."""
     if unit.episodes is None:
         yield from read_dataset(unit.path, name=unit.name)
         return
-    from syvla.data.lerobot import LeRobotReader
+    from syvla.data.lerobot import EpisodeError, LeRobotReader
 
     reader = LeRobotReader(unit.path, name=unit.name)
     try:
         for i in unit.episodes:
-            yield reader.read_episode(i)
+            try:
+                table = reader.read_episode(i)
+            except EpisodeError as e:
+                if unreadable is None:
+                    raise
+                ep = reader.episodes[i]
+                episode_id = ep.source_episode_id if ep.source_episode_id is not None else ep.episode_index
+                unreadable.append(UnreadableEpisode(reader.name, int(episode_id), ep.length, str(e)))
+                continue
+            yield table
     finally:
         reader.close()
 
@@ -236,4 +260,5 @@ def declared_metadata(path: str | os.PathLike) -> dict:
 
 
 __all__ = ["FORMATS", "detect_format", "read_dataset", "list_episodes", "ReadUnit", "plan_read_units", "iter_unit",
+           "UnreadableEpisode",
            "episode_blocks", "declared_metadata"]

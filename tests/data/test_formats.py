@@ -297,8 +297,8 @@ def test_missing_video_file_is_named(tmp_path):
     lr.write_lerobot(episodes()[:2], root, lr.LeRobotWriteOptions(fps=FPS))
     mp4 = root / "videos/observation.images.wrist/chunk-000/file-000.mp4"
     mp4.unlink()
-    with pytest.raises(SchemaError, match=r"video file .*observation\.images\.wrist/chunk-000/file-000\.mp4 "
-                                          r"of feature 'observation\.images\.wrist'"):
+    with pytest.raises(SchemaError, match=r"observation\.images\.wrist/chunk-000/file-000\.mp4: episode 0 "
+                                          r"camera 'observation\.images\.wrist': the video file is missing"):
         list(read_dataset(root))
 
 
@@ -311,7 +311,8 @@ def test_state_of_wrong_length_names_file_and_column(tmp_path):
     state[2] = state[2][:2]  # one row one value short
     t = t.set_column(t.column_names.index("observation.state"), "observation.state", pa.array(state, pa.list_(pa.float32())))
     pq.write_table(t, path)
-    with pytest.raises(SchemaError, match=r"file-000\.parquet: column 'observation\.state' has length 2 at row 2, expected 3"):
+    with pytest.raises(SchemaError, match=r"file-000\.parquet: episode 0: column 'observation\.state' has length 2 at row 2, "
+                                          r"expected 3"):
         list(read_dataset(root))
 
 

@@ -137,19 +137,22 @@ class LeRobotLayout:
             return FileLoc(int(row["data/chunk_index"]), int(row["data/file_index"]))
         return self.episode_loc(int(row["episode_index"]))
 
-    def video_loc(self, row: dict, key: str) -> tuple[FileLoc, float]:
-        """(video file, time of the episode's first frame in it in seconds) of an episode metadata row.
+    def video_loc(self, row: dict, key: str) -> tuple[FileLoc, float, float | None]:
+        """(video file, start and end of the episode in it in seconds) of an episode metadata row.
 
-        KeyError names the missing field."""
+        v3.0 stores both times (end = to_timestamp, exclusive); a v2.x episode has its video to
+        itself, from 0 to its end (None: the file's own length). KeyError names the missing field."""
         if self.episodes_share_files:
             return (FileLoc(int(row[f"videos/{key}/chunk_index"]), int(row[f"videos/{key}/file_index"])),
-                    float(row[f"videos/{key}/from_timestamp"]))
-        return self.episode_loc(int(row["episode_index"])), 0.0
+                    float(row[f"videos/{key}/from_timestamp"]), float(row[f"videos/{key}/to_timestamp"]))
+        return self.episode_loc(int(row["episode_index"])), 0.0, None
 
     @property
-    def ranges_from_lengths(self) -> bool:
-        """v2.x stores no global frame ranges: episodes lie back to back in index order."""
-        return not self.episodes_share_files
+    def ranges_in_metadata(self) -> bool:
+        """v3.0 episode rows hold their global frame range (dataset_from_index/dataset_to_index); v2.x
+        rows do not, and the range comes from the data file's `index` column (episode numbers may
+        have gaps, so summing lengths would shift every range after one)."""
+        return self.episodes_share_files
 
     def next_loc(self, current: FileLoc | None, episode_index: int, file_rows: int, rows: int,
                  rows_per_file: int) -> FileLoc:
@@ -216,6 +219,15 @@ def flat_names(names) -> list[str] | None:
             out.extend(flat_names(v) if isinstance(v, (list, tuple, dict)) else [str(v)])
         return out
     return [str(names)]
+
+
+def frame_size(feature: dict) -> tuple[int, int] | None:
+    """(height, width) an image/video feature declares by its `shape` (HWC or CHW), or None."""
+    shape = feature.get("shape") or []
+    if len(shape) != 3:
+        return None
+    h, w = shape[1:] if image_layout(feature) == "chw" else shape[:2]
+    return int(h), int(w)
 
 
 def image_layout(feature: dict) -> str:

@@ -6,6 +6,11 @@ records that hold each episode's files; where the files are comes from
 on the version to find a file. Frames are then read per episode: its rows of
 the data file, its frames of each camera's video (seek to the episode's
 from_timestamp plus the frame's timestamp), images stored in the parquet.
+
+Nothing wrong with an episode passes silently: a file that does not open or
+decode, frames whose size or number disagrees with info.json and the episode
+length, or a v3.0 video span (from_timestamp, to_timestamp) that cannot hold the
+episode raise :class:`EpisodeError` naming the file, the episode and the camera.
 """
 
 from __future__ import annotations
@@ -25,8 +30,8 @@ import pyarrow.parquet as pq
 from syvla import constants as K
 from syvla.data import images
 from syvla.data.lerobot.layout import (ACTION_KEY, COT_KEY, INFO_FILE, SOURCE_EPISODE_COLUMN, STATE_KEY,
-                                       SUCCESS_COLUMN, LeRobotLayout, image_layout, view_name)
-from syvla.data.lerobot.video import VideoReader
+                                       SUCCESS_COLUMN, LeRobotLayout, frame_size, image_layout, view_name)
+from syvla.data.lerobot.video import VideoError, VideoReader
 from syvla.data.schema import SchemaError, conform
 
 
@@ -76,6 +81,30 @@ def _read_tasks(path: Path) -> dict[int, str]:
     return dict(zip(t.column("task_index").to_pylist(), t.column(text_col).to_pylist()))
 
 
+class EpisodeError(SchemaError):
+    """One episode cannot be read: its files fail to open or decode, or its frames disagree with the
+    metadata (size, count, timestamps). The message names the file, the episode and, for a camera,
+    its feature key. The rest of the dataset may be fine: prepare drops the episode with this message
+    (syvla.data.readers.iter_unit) instead of giving up on the dataset."""
+
+    def __init__(self, path: Path | str, episode: int, camera: str | None, problem: str):
+        self.path, self.episode, self.camera, self.problem = str(path), int(episode), camera, problem
+        where = f"episode {episode}" + (f" camera {camera!r}" if camera else "")
+        super().__init__(f"{path}: {where}: {problem}")
+
+    def __reduce__(self):  # Ray pickles exceptions; the default would call __init__ with the message only
+        return type(self), (self.path, self.episode, self.camera, self.problem)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoSpan:
+    """Where one camera's frames of an episode are: a file and a time range in it (seconds)."""
+
+    path: Path
+    from_timestamp: float
+    to_timestamp: float | None  # exclusive; None (v2.x): the end of the file, which the episode has to itself
+
+
 @dataclasses.dataclass(frozen=True)
 class EpisodeInfo:
     """One episode's place in a LeRobot dataset."""
@@ -84,9 +113,9 @@ class EpisodeInfo:
     length: int
     tasks: tuple[str, ...]
     data_file: Path
-    from_index: int | None  # global frame index range [from, to), when known
-    to_index: int | None
-    videos: dict  # video_key -> (path, from_timestamp)
+    from_index: int | None  # global frame index range [from, to): v3.0 from its metadata, v2.x from
+    to_index: int | None    # LeRobotReader.index_ranges() (None until that is called)
+    videos: dict[str, VideoSpan]  # video feature key -> its span
     success: bool | None = None
     source_episode_id: int | None = None
 
@@ -96,9 +125,14 @@ class LeRobotReader:
 
     reader = LeRobotReader("data/metaworld")
     reader.episodes                   # [EpisodeInfo], from metadata only
-    reader.read_episode(i)            # pyarrow.Table in FRAME_SCHEMA
+    reader.read_episode(i)            # pyarrow.Table in FRAME_SCHEMA; EpisodeError if it cannot be read
     for table in reader: ...          # every episode, streaming
     reader.episode_of_index(k)        # global frame index -> episode index
+
+    Every episode is checked as it is read: its data rows and each camera's frames must number
+    `length`, frames must have the size info.json declares (features[key].shape and
+    info.video.height/width), and a v3.0 video span (from_timestamp, to_timestamp) must hold
+    `length` frames and not overlap another episode's span in the same file.
     """
 
     def __init__(self, root: str | os.PathLike, name: str | None = None, state_key: str = STATE_KEY,
@@ -130,8 +164,11 @@ class LeRobotReader:
                               f"(pass state_key='' for a dataset without proprioception)")
         self.state_dim = int(np.prod(self.features[state_key]["shape"])) if state_key else 0
         self.action_dim = int(np.prod(self.features[action_key]["shape"]))
+        self.frame_sizes = {k: self._declared_sizes(k) for k in self.image_keys}
         self.tasks = self._load_tasks()
         self.episodes = self._load_episodes()
+        self._span_problems = self._check_spans()
+        self._ranges_known = self.layout.ranges_in_metadata
         self._data_cache: tuple[Path, pa.Table] | None = None
         self._video_cache: dict[str, VideoReader] = {}
 
@@ -147,13 +184,7 @@ class LeRobotReader:
         if not files:
             raise SchemaError(f"{self.root}: {self.root / self.layout.episodes_files_pattern} is missing "
                               f"({self.version} layout)")
-        out = [self._episode(row, path) for path in files for row in _read_rows(path)]
-        if self.layout.ranges_from_lengths:
-            start = 0
-            for i, e in enumerate(out):  # episodes are stored in index order, back to back
-                out[i] = dataclasses.replace(e, from_index=start, to_index=start + e.length)
-                start += e.length
-        return out
+        return [self._episode(row, path) for path in files for row in _read_rows(path)]
 
     def _episode(self, row: dict, path: Path) -> EpisodeInfo:
         """An episode metadata row (from `path`) -> its EpisodeInfo with absolute file paths."""
@@ -164,37 +195,133 @@ class LeRobotReader:
         videos = {}
         for k in self.video_keys:
             try:
-                loc, from_ts = self.layout.video_loc(row, k)
+                loc, from_ts, to_ts = self.layout.video_loc(row, k)
             except KeyError as e:
                 raise SchemaError(f"{path}: field {e.args[0]!r} missing (video feature {k!r})") from e
-            videos[k] = (self.root / self.layout.video_file(k, loc), from_ts)
+            videos[k] = VideoSpan(self.root / self.layout.video_file(k, loc), from_ts, to_ts)
         return EpisodeInfo(int(row["episode_index"]), int(row["length"]), tuple(row.get("tasks") or ()), data,
                            row.get("dataset_from_index"), row.get("dataset_to_index"), videos,
                            row.get(SUCCESS_COLUMN), row.get(SOURCE_EPISODE_COLUMN))
+
+    def _declared_sizes(self, key: str) -> list[tuple[tuple[int, int], str]]:
+        """The (height, width) info.json declares for an image/video feature, each with where it says so."""
+        feature = self.features[key]
+        out = []
+        hw = frame_size(feature)
+        if hw is not None:
+            out.append((hw, f"features[{key!r}].shape {list(feature['shape'])}"))
+        info = feature.get("info") or {}
+        if info.get("video.height") and info.get("video.width"):
+            out.append(((int(info["video.height"]), int(info["video.width"])),
+                        f"features[{key!r}].info video.height/width"))
+        return out
+
+    def _video_fps(self, key: str) -> float:
+        return float((self.features[key].get("info") or {}).get("video.fps") or self.fps)
+
+    def _check_spans(self) -> dict[int, tuple[str, str]]:
+        """{position in self.episodes: (video key, problem)} for v3.0 spans that cannot hold the episode.
+
+        A span must last `length` frames (within half a frame): a from_timestamp or to_timestamp off
+        by a frame would otherwise read a neighbour's frame silently. Spans that each look right but
+        overlap in one file mark both episodes: which one is wrong cannot be told."""
+        problems: dict[int, tuple[str, str]] = {}
+        for key in self.video_keys:
+            fps = self._video_fps(key)
+            half = 0.5 / fps
+            by_file: dict[Path, list[int]] = {}
+            for i, ep in enumerate(self.episodes):
+                span = ep.videos[key]
+                if span.to_timestamp is None:
+                    continue
+                length_s = span.to_timestamp - span.from_timestamp
+                if abs(length_s - ep.length / fps) > half or span.from_timestamp < -half:
+                    problems.setdefault(i, (key, (
+                        f"from_timestamp {span.from_timestamp:.4f} s to to_timestamp {span.to_timestamp:.4f} s "
+                        f"spans {length_s * fps:.2f} frames at {fps:g} fps, the episode has length {ep.length}")))
+                else:
+                    by_file.setdefault(span.path, []).append(i)
+            for idx in by_file.values():
+                idx.sort(key=lambda i: self.episodes[i].videos[key].from_timestamp)
+                for a, b in zip(idx, idx[1:]):
+                    sa, sb = self.episodes[a].videos[key], self.episodes[b].videos[key]
+                    if sb.from_timestamp < sa.to_timestamp - half:
+                        for i, j in ((a, b), (b, a)):
+                            other, si, sj = self.episodes[j], self.episodes[i].videos[key], self.episodes[j].videos[key]
+                            problems.setdefault(i, (key, (
+                                f"span {si.from_timestamp:.4f}..{si.to_timestamp:.4f} s overlaps episode "
+                                f"{other.episode_index}'s {sj.from_timestamp:.4f}..{sj.to_timestamp:.4f} s")))
+        return problems
+
+    def index_ranges(self) -> list[tuple[int, int]]:
+        """Global frame index range [from, to) of every episode (also filled into self.episodes).
+
+        v3.0: from the episode metadata. v2.x: from each data file's `index` column (its parquet
+        statistics when written, else the column), checked against the episode's length; a dataset
+        without an `index` column numbers its frames back to back in episode order."""
+        if not self._ranges_known:
+            start = 0
+            for i, ep in enumerate(self.episodes):
+                lo, hi = self._index_range_of_file(ep)
+                if lo is None:
+                    lo, hi = start, start + ep.length
+                elif hi - lo != ep.length:
+                    raise EpisodeError(ep.data_file, ep.episode_index, None,
+                                       f"column 'index' spans {lo}..{hi - 1} ({hi - lo} frames), "
+                                       f"metadata says length {ep.length}")
+                self.episodes[i] = dataclasses.replace(ep, from_index=lo, to_index=hi)
+                start = hi
+            self._ranges_known = True
+        return [(e.from_index, e.to_index) for e in self.episodes]
+
+    def _index_range_of_file(self, ep: EpisodeInfo) -> tuple[int | None, int | None]:
+        if not ep.data_file.is_file():
+            raise EpisodeError(ep.data_file, ep.episode_index, None, "the data file is missing")
+        try:
+            f = pq.ParquetFile(str(ep.data_file))
+            if "index" not in f.schema_arrow.names:
+                return None, None
+            col = f.schema_arrow.names.index("index")
+            stats = [f.metadata.row_group(g).column(col).statistics for g in range(f.metadata.num_row_groups)]
+            if stats and all(s is not None and s.has_min_max for s in stats):
+                return min(s.min for s in stats), max(s.max for s in stats) + 1
+            index = f.read(columns=["index"]).column("index").to_numpy()
+        except (pa.ArrowException, OSError) as e:
+            raise EpisodeError(ep.data_file, ep.episode_index, None, f"cannot read the data file: {e}") from e
+        return (int(index.min()), int(index.max()) + 1) if len(index) else (None, None)
 
     def __len__(self) -> int:
         return len(self.episodes)
 
     def episode_of_index(self, index: int) -> int:
         """Episode index holding global frame `index`."""
-        starts = [e.from_index for e in self.episodes]
-        i = bisect.bisect_right(starts, index) - 1
-        if i < 0 or index >= self.episodes[i].to_index:
-            raise IndexError(f"frame index {index} is outside {self.root} (0..{self.episodes[-1].to_index - 1})")
-        return self.episodes[i].episode_index
+        ranges = self.index_ranges()
+        order = sorted(range(len(ranges)), key=lambda i: ranges[i][0])
+        starts = [ranges[i][0] for i in order]
+        k = bisect.bisect_right(starts, index) - 1
+        if k < 0 or index >= ranges[order[k]][1]:
+            raise IndexError(f"frame index {index} is in no episode of {self.root} "
+                             f"(episodes cover {min(starts)}..{max(r[1] for r in ranges) - 1})")
+        return self.episodes[order[k]].episode_index
 
     # -- frames
     def _data_rows(self, ep: EpisodeInfo) -> pa.Table:
+        def fail(problem: str):
+            return EpisodeError(ep.data_file, ep.episode_index, None, problem)
+
         if not ep.data_file.is_file():
-            raise SchemaError(f"{self.root}: data file {ep.data_file} of episode {ep.episode_index} is missing")
+            raise fail("the data file is missing")
         if self._data_cache is None or self._data_cache[0] != ep.data_file:
-            self._data_cache = (ep.data_file, pq.read_table(str(ep.data_file)))
+            try:
+                self._data_cache = (ep.data_file, pq.read_table(str(ep.data_file)))
+            except (pa.ArrowException, OSError) as e:
+                raise fail(f"cannot read the data file: {e}") from e
         table = self._data_cache[1]
         if "episode_index" not in table.column_names:
-            raise SchemaError(f"{ep.data_file}: column 'episode_index' is missing")
+            raise fail("column 'episode_index' is missing")
         rows = table.filter(pc.equal(table.column("episode_index"), ep.episode_index))
         if rows.num_rows != ep.length:
-            raise SchemaError(f"{ep.data_file}: episode {ep.episode_index} has {rows.num_rows} rows, metadata says length {ep.length}")
+            raise fail(f"{rows.num_rows} rows, metadata says length {ep.length}")
         if "frame_index" in rows.column_names:
             rows = rows.sort_by("frame_index")
         return rows
@@ -247,22 +374,61 @@ class LeRobotReader:
             return data  # PNG/JPEG pass through: the frame schema stores encoded bytes
         return images.encode_png(images.decode(data, source))
 
+    def _check_size(self, ep: EpisodeInfo, key: str, path: Path, sizes: list[tuple[int, int] | None]) -> None:
+        """Frame sizes (None: unknown, e.g. an image whose header does not read, which cleaning
+        reports) against what info.json declares for the feature."""
+        for hw, where in self.frame_sizes[key]:
+            bad = next((t for t, s in enumerate(sizes) if s is not None and s != hw), None)
+            if bad is not None:
+                found = sizes[bad]
+                raise EpisodeError(path, ep.episode_index, key,
+                                   f"frame {bad} is {found[0]}x{found[1]} (height x width), info.json "
+                                   f"declares {hw[0]}x{hw[1]} ({where})")
+
     def _video_frames(self, ep: EpisodeInfo, key: str, timestamps: np.ndarray) -> list[bytes]:
-        path, from_ts = ep.videos[key]
-        if not path.is_file():
-            raise SchemaError(f"{self.root}: video file {path} of feature {key!r} (episode {ep.episode_index}) is missing")
-        reader = self._video_cache.get(key)
-        if reader is None or reader.path != path:
-            if reader is not None:
-                reader.close()
-            reader = self._video_cache[key] = VideoReader(path, key)
-        fps = float(self.features[key].get("info", {}).get("video.fps") or self.fps)
-        return [images.encode_png(f) for f in reader.frames_at(from_ts + timestamps, fps)]
+        span = ep.videos[key]
+
+        def fail(problem: str) -> EpisodeError:
+            return EpisodeError(span.path, ep.episode_index, key, problem)
+
+        if not span.path.is_file():
+            raise fail("the video file is missing")
+        fps = self._video_fps(key)
+        try:
+            reader = self._video_cache.get(key)
+            if reader is None or reader.path != span.path:
+                if reader is not None:
+                    reader.close()
+                    del self._video_cache[key]
+                reader = self._video_cache[key] = VideoReader(span.path)
+            if span.to_timestamp is None and reader.frame_count and reader.frame_count != ep.length:
+                raise fail(f"the video has {reader.frame_count} frames, the episode has length {ep.length}")
+            frames = reader.frames_at(span.from_timestamp + timestamps, fps)
+        except VideoError as e:
+            raise fail(str(e)) from e
+        self._check_size(ep, key, span.path, [f.shape[:2] for f in frames])
+        return [images.encode_png(f) for f in frames]
+
+    def _image_sizes(self, blobs: list[bytes]) -> list[tuple[int, int] | None]:
+        out = []
+        for b in blobs:
+            try:
+                out.append(images.image_size(b))
+            except images.ImageError:
+                out.append(None)  # undecodable: the cleaning step's image check counts it
+        return out
 
     def _camera_frames(self, ep: EpisodeInfo, rows: pa.Table, timestamps: np.ndarray) -> list[list[bytes]]:
         """Encoded images per camera (self.image_keys order), each a list over the episode's frames."""
-        return [self._video_frames(ep, key, timestamps) if self.features[key]["dtype"] == "video"
-                else self._images_from_column(rows, key, ep.data_file) for key in self.image_keys]
+        out = []
+        for key in self.image_keys:
+            if self.features[key]["dtype"] == "video":
+                out.append(self._video_frames(ep, key, timestamps))
+            else:
+                blobs = self._images_from_column(rows, key, ep.data_file)
+                self._check_size(ep, key, ep.data_file, self._image_sizes(blobs))
+                out.append(blobs)
+        return out
 
     def _task_texts(self, ep: EpisodeInfo, rows: pa.Table) -> list[str]:
         """Task text per frame: from its task_index, else the episode's first listed task."""
@@ -278,8 +444,25 @@ class LeRobotReader:
         raise SchemaError(f"{src}: no column 'task_index' and episode {ep.episode_index} lists no tasks")
 
     def read_episode(self, i: int) -> pa.Table:
-        """Episode at position `i` of `self.episodes` as a FRAME_SCHEMA table."""
+        """Episode at position `i` of `self.episodes` as a FRAME_SCHEMA table.
+
+        EpisodeError (naming file, episode and camera) for anything wrong with this episode's data:
+        a file that does not open or decode, frames of the wrong size or number, a bad span, a bad
+        column."""
         ep = self.episodes[i]
+        if i in self._span_problems:
+            key, problem = self._span_problems[i]
+            raise EpisodeError(ep.videos[key].path, ep.episode_index, key, problem)
+        try:
+            return self._read_episode(ep)
+        except EpisodeError:
+            raise
+        except SchemaError as e:
+            # Column and image errors name the data file already; keep that as the error's path.
+            problem = str(e).removeprefix(f"{ep.data_file}: ").removeprefix(f"{ep.data_file} ")
+            raise EpisodeError(ep.data_file, ep.episode_index, None, problem) from e
+
+    def _read_episode(self, ep: EpisodeInfo) -> pa.Table:
         rows = self._data_rows(ep)
         src = ep.data_file
         n = rows.num_rows

@@ -88,22 +88,44 @@ class VideoWriter:
         self.container.close()
 
 
-class VideoReader:
-    """Decodes the frames of one mp4 at given timestamps (seconds), seeking first."""
+class VideoError(SchemaError):
+    """A video that cannot be opened or decoded, or lacks a frame asked for. The message says what
+    went wrong but not where: the LeRobot reader adds the file, episode and camera (EpisodeError)."""
 
-    def __init__(self, path: Path, key: str):
+
+class VideoReader:
+    """Decodes the frames of one mp4 at given timestamps (seconds), seeking first.
+
+    Every PyAV failure (open, seek, demux, decode) surfaces as VideoError: FFmpeg's own errors
+    (av.error.InvalidDataError ...) name neither the file nor the frame."""
+
+    def __init__(self, path: Path):
         import av
 
-        self.path, self.key = path, key
+        self.path = path
         try:
             self.container = av.open(str(path))
-        except Exception as e:  # noqa: BLE001  (av.error.* differ between versions)
-            raise SchemaError(f"cannot open video {path} of feature {key!r}: {e}") from e
+        except av.error.FFmpegError as e:
+            raise VideoError(f"cannot open the video: {_ffmpeg_message(e)}") from e
+        if not self.container.streams.video:
+            self.container.close()
+            raise VideoError("the file holds no video stream")
         self.stream = self.container.streams.video[0]
-        self.fps = float(self.stream.average_rate or self.stream.guessed_rate or 0) or None
+        self.height, self.width = self.stream.codec_context.height, self.stream.codec_context.width
+        # Frames the container declares (mp4: from its sample table); 0 when it does not say.
+        self.frame_count = int(self.stream.frames or 0)
 
-    def frames_at(self, times: np.ndarray, fps: float) -> Iterator[np.ndarray]:
-        """Yield uint8 HWC frames whose time matches each of `times` (ascending) within 0.4 frame."""
+    def frames_at(self, times: np.ndarray, fps: float) -> list[np.ndarray]:
+        """uint8 HWC frames [H, W, 3] whose time matches each of `times` (ascending) within 0.4 frame."""
+        import av
+
+        try:
+            return list(self._frames_at(times, fps))
+        except av.error.FFmpegError as e:
+            raise VideoError(f"decoding failed between {times[0]:.4f} s and {times[-1]:.4f} s: "
+                             f"{_ffmpeg_message(e)}") from e
+
+    def _frames_at(self, times: np.ndarray, fps: float) -> Iterator[np.ndarray]:
         tol = 0.4 / fps
         tb = self.stream.time_base
         self.container.seek(max(0, int(math.floor((times[0] - tol) / tb))), stream=self.stream, backward=True)
@@ -111,18 +133,20 @@ class VideoReader:
         for frame in self.container.decode(self.stream):
             t = float(frame.pts * tb) if frame.pts is not None else float(frame.time)
             if i < len(times) and t > times[i] + tol:
-                raise SchemaError(
-                    f"video {self.path} ({self.key!r}) has no frame at {times[i]:.4f} s (next frame at {t:.4f} s)"
-                )
+                raise VideoError(f"no frame at {times[i]:.4f} s (next frame at {t:.4f} s)")
             if i < len(times) and abs(t - times[i]) <= tol:
                 yield frame.to_ndarray(format="rgb24")
                 i += 1
             if i == len(times):
                 return
-        raise SchemaError(
-            f"video {self.path} ({self.key!r}) ends before {times[i]:.4f} s; "
-            f"{len(times) - i} of {len(times)} requested frames missing"
-        )
+        raise VideoError(f"the video ends before {times[i]:.4f} s; {len(times) - i} of {len(times)} requested "
+                         f"frames missing")
 
     def close(self) -> None:
         self.container.close()
+
+
+def _ffmpeg_message(e: Exception) -> str:
+    """FFmpeg's error text without the errno and the call it failed in ('avcodec_send_packet()')."""
+    text = getattr(e, "strerror", None) or str(e)
+    return f"{type(e).__name__}: {text}"

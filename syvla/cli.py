@@ -120,13 +120,15 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", d
 
 
 def parse_configs(argv: Sequence[str] | None, description: str, *configs, presets: Presets | None = None,
-                  preset: str = ""):
+                  preset: str = "", given: dict | None = None):
     """Parse one flag per field of each config; return the configs with the given flags applied.
 
     `configs`: dataclass instances (flags `--field`, `--nested.field`) or `(prefix, instance)` pairs
     (flags `--prefix.field`). With `presets`, `--preset NAME` (default `preset`) builds one more config,
     returned first, whose fields take flags without a prefix. Returns one config alone, else a tuple in
     that order. Bad values end the program with an argparse error naming the field.
+    `given`, when passed, receives {dotted flag name: value} of exactly the flags on the command
+    line (so a caller can tell an explicit flag from a default, e.g. `--model.*` on top of a checkpoint).
     """
     parents, base = [], None
     if presets is not None:
@@ -144,6 +146,8 @@ def parse_configs(argv: Sequence[str] | None, description: str, *configs, preset
         add_dataclass_args(parser, type(cfg), prefix=f"{prefix}{_SEP}" if prefix else "", defaults=cfg)
     args = vars(parser.parse_args(argv))
     args.pop("preset", None)
+    if given is not None:
+        given.update(args)
     prefixed = tuple(f"{prefix}{_SEP}" for prefix, _ in pairs if prefix)
     try:
         out = []

@@ -118,27 +118,36 @@ def read_policy_version(directory: str | Path) -> int:
         raise ValueError(f"{path}: policy version must be an integer") from e
 
 
-def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu"):
-    """Return (SyVLA model in eval mode, NormStats, policy_version)."""
+def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu", config: SyVLAConfig | None = None):
+    """Return (SyVLA model in eval mode, NormStats, policy_version).
+
+    `config`: build the model from this config instead of the checkpoint's own, for fine-tuning
+    (syvla.model.transfer.finetune_config derives it). Embodiments it adds get freshly initialised
+    encoder/decoders (seed torch first for a reproducible init); every other weight must load.
+    The returned statistics are the checkpoint's: the caller adds those of the new embodiments.
+    """
     from syvla.model.syvla import SyVLA
+    from syvla.model.transfer import fit_state_dict, new_embodiment_prefixes
     from syvla.model.vlm import build_vlm, load_processor
 
     directory = _check_dir(directory)
-    cfg = read_config(directory)
+    saved = read_config(directory)
+    cfg = saved if config is None else config
     processor = load_processor(directory / PROCESSOR_DIR)
     vlm_cfg = json.loads((directory / VLM_CONFIG_FILE).read_text())
     # Built with random init, then overwritten: simple and keeps non-persistent buffers
     # (rotary frequencies, position ids) right. The paper preset pays one init on load.
     vlm, processor = build_vlm(cfg.vlm, vlm_config=vlm_cfg, processor=processor)
     model = SyVLA(_no_pretrained(cfg), vlm=vlm, processor=processor)
-    state = load_file(str(directory / WEIGHTS_FILE))
+    fresh = new_embodiment_prefixes(saved, cfg)
+    state = fit_state_dict(load_file(str(directory / WEIGHTS_FILE)), model.state_dict())
     missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not _tied(k, state)]
+    missing = [k for k in missing if not _tied(k, state) and not (fresh and k.startswith(fresh))]
     if missing or unexpected:
         raise KeyError(f"{directory / WEIGHTS_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     model.to(device)
     norm_stats = read_norm_stats(directory)
-    for e in cfg.embodiments:
+    for e in saved.embodiments:
         norm_stats[e.name]  # raises naming the embodiment when its statistics are missing
     return model.eval(), norm_stats, read_policy_version(directory)
 

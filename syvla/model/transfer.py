@@ -52,17 +52,22 @@ def add_embodiments(cfg: SyVLAConfig, embodiments: Iterable[EmbodimentConfig]) -
     return dataclasses.replace(cfg, embodiments=cfg.embodiments + tuple(new)) if new else cfg
 
 
+def check_finetune_overrides(overrides: Iterable[str]) -> None:
+    """Raise ValueError naming the first dotted model field that may not change on top of a checkpoint."""
+    refused = sorted(k for k in overrides if k not in FINETUNE_FIELDS)
+    if refused:
+        raise ValueError(f"--model.{refused[0]} cannot be set when fine-tuning from a checkpoint: the checkpoint "
+                         f"fixes the architecture; settable on top of it: "
+                         f"{', '.join('--model.' + f for f in FINETUNE_FIELDS)}")
+
+
 def finetune_config(checkpoint_cfg: SyVLAConfig, embodiments: Iterable[EmbodimentConfig],
                     overrides: Mapping[str, Any]) -> SyVLAConfig:
     """The model config of a fine-tuning run: the checkpoint's, plus new embodiments and allowed overrides.
 
     `overrides` maps dotted SyVLAConfig fields (the `--model.*` flags given) to values.
     """
-    refused = sorted(k for k in overrides if k not in FINETUNE_FIELDS)
-    if refused:
-        raise ValueError(f"--model.{refused[0]} cannot be set when fine-tuning from a checkpoint: the checkpoint "
-                         f"fixes the architecture; settable on top of it: "
-                         f"{', '.join('--model.' + f for f in FINETUNE_FIELDS)}")
+    check_finetune_overrides(overrides)
     cfg = checkpoint_cfg
     for dotted, value in sorted(overrides.items()):
         cfg = _replace_dotted(cfg, dotted, value)

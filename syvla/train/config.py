@@ -6,7 +6,7 @@ Presets (`preset(name)`):
     finetune-paper   Table 7 fine-tuning: batch 32, 1000 warm-up steps, lr 3e-5 -> 3e-6,
                      AdamW (0.9, 0.995), eps 1e-8, clip 1.0, 30% multimodal, 8 GPUs
     pretrain-debug   a few-minute CPU run on Meta-World demos with 2 workers
-    finetune-debug   the matching fine-tune on one task's demos
+    finetune-debug   the matching fine-tune (every task of --data.path unless --data.tasks picks some)
 Every field can be overridden from the command line (`syvla.cli`), e.g.
 `--optim.peak_lr 3e-4 --model.expert.width 96 --scale.num_workers 1`; the Intention Decoupling
 ablation is `--model.decoupling.enabled false` (the model config holds the one switch).
@@ -190,7 +190,7 @@ def finetune_debug() -> TrainConfig:
     return TrainConfig(
         name="finetune-debug", stage="finetune", model=_debug_model(), init_from="checkpoints/pretrain/pretrain-debug",
         optim=OptimConfig(peak_lr=3e-4, decay_lr=3e-5, warmup_steps=50, betas=(0.9, 0.995), eps=1e-8, clip_grad_norm=1.0),
-        data=DataConfig(tasks=("reach-v3",), multimodal_ratio=0.0),
+        data=DataConfig(multimodal_ratio=0.0),
         scale=ScaleConfig(num_workers=2, use_gpu=False, cpus_per_worker=0.5, max_failures=2),
         global_batch_size=32, max_steps=1000, checkpoint_every=250, log_every=25, train_on_padding=True,
     )

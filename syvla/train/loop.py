@@ -70,20 +70,20 @@ class TrainState:
 def build_model(cfg: TrainConfig, data_stats: NormStats):
     """(model in train mode, NormStats the checkpoints will carry).
 
-    From `cfg.init_from` (fine-tuning): that checkpoint's weights, model config and
-    statistics; datasets it has no statistics for take the data's. Intention Decoupling
-    (`model.decoupling`) is this run's setting, not the checkpoint's. Otherwise a fresh
-    model from `cfg.model`, seeded with `cfg.seed` (DeepSpeed broadcasts rank 0's weights).
+    From `cfg.init_from` (fine-tuning): `cfg.model` as the driver derived it from the checkpoint
+    (syvla.train.embodiments.resolve_model: new embodiments added, allowed fields set), with every
+    checkpoint weight loaded and the new embodiments' encoder/decoders seeded with `cfg.seed`; the
+    checkpoint's statistics, plus the data's for datasets it has none for. Otherwise a fresh model
+    from `cfg.model`, seeded with `cfg.seed` (DeepSpeed broadcasts rank 0's weights).
     """
     from syvla.model.checkpoint import load_checkpoint
     from syvla.model.syvla import SyVLA
 
+    torch.manual_seed(cfg.seed)
     if cfg.init_from:
-        model, ckpt_stats, _ = load_checkpoint(cfg.init_from)
-        model.cfg = dataclasses.replace(model.cfg, decoupling=cfg.model.decoupling)
+        model, ckpt_stats, _ = load_checkpoint(cfg.init_from, config=cfg.model)
         stats = data_stats.merged(ckpt_stats)  # the checkpoint's statistics win: its encoders were trained on them
     else:
-        torch.manual_seed(cfg.seed)
         model, stats = SyVLA(cfg.model), data_stats
     for e in model.cfg.embodiments:
         stats[e.name]  # raises naming the embodiment whose statistics are missing

@@ -57,9 +57,12 @@ def write_prepared(root, tables: dict) -> None:
     for name, table in tables.items():
         (root / name).mkdir(parents=True)
         pq.write_table(table, root / name / "part.parquet")
+    def embodiment(name, t):
+        return prepared.embodiment_record(name, t, "native") if "robot" in t.column("kind").to_pylist() else None
+
     prepared.write_manifest(root, prepared.Manifest(chunk_len=CHUNK, datasets={
         name: prepared.DatasetEntry(path=name, source="synthetic", files=1, frames=t.num_rows,
-                                    episodes=len(set(t.column("episode_id").to_pylist())))
+                                    episodes=len(set(t.column("episode_id").to_pylist())), embodiment=embodiment(name, t))
         for name, t in tables.items()}))
     robot = [t for t in tables.values() if "robot" in t.column("kind").to_pylist()]
     norm_stats(pa.concat_tables(robot)).save(prepared.norm_stats_path(root))

@@ -1,13 +1,15 @@
 """Fine-tune a pretrained SyVLA checkpoint on one task's demos (Ray Train + DeepSpeed ZeRO-2).
 
-    python pipelines/finetune.py                                    # debug: reach-v3 from checkpoints/pretrain/pretrain-debug
+    python pipelines/finetune.py --data.tasks reach-v3              # debug: reach-v3 from checkpoints/pretrain/pretrain-debug
+    python pipelines/finetune.py --init_from CKPT --data.path P     # a new robot prepared at P: its embodiment is added
     python pipelines/finetune.py --data.tasks reach-v3 push-v3      # one run per task: finetune-debug-reach-v3, ...
     python pipelines/finetune.py --per_task false --data.tasks reach-v3 push-v3   # one run on both tasks
     python pipelines/finetune.py --preset finetune-paper --init_from /ckpt/pretrain --data.path /data/prepared/tasks
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python pipelines/finetune.py
 
-The model (and its normalization statistics) come from --init_from; the stream keeps only the
-rows of the run's task(s). Each run's final policy is copied to checkpoints/finetune/<run name>/.
+The model (and its normalization statistics) come from --init_from, plus the robots of
+--data.path it lacks (their embodiments are read from the prepared manifest); the stream keeps
+the rows of the run's task(s), or every row when --data.tasks is empty (the default). Each run's final policy is copied to checkpoints/finetune/<run name>/.
 Re-running the same command resumes each run from its newest checkpoint. --address picks the
 Ray cluster ("" = $RAY_ADDRESS, else a new local instance).
 """
@@ -35,27 +37,39 @@ class FinetuneRunConfig:
 
 
 def main(argv=None) -> int:
+    given: dict = {}
     cfg, run_cfg, ray_cfg, demos = parse_configs(argv, __doc__, FinetuneRunConfig(), RayConfig(),
                                                  ("demos", pipeline.DemoConfig()), presets=PRESETS,
-                                                 preset="finetune-debug")
+                                                 preset="finetune-debug", given=given)
+    model_flags = {k[len("model."):]: v for k, v in given.items() if k.startswith("model.")}
     if cfg.stage != "finetune" or not cfg.init_from:
         raise SystemExit("finetune.py needs a finetune preset and --init_from (a pretraining policy checkpoint)")
     from syvla.model.checkpoint import is_checkpoint_dir, read_config
+    from syvla.model.transfer import check_finetune_overrides
 
     if not is_checkpoint_dir(cfg.init_from):
         raise SystemExit(f"--init_from {cfg.init_from} is not a policy checkpoint: run pipelines/pretrain.py first")
+    try:
+        check_finetune_overrides(model_flags)
+    except ValueError as e:
+        raise SystemExit(f"finetune.py: {e}")
     chunk_len = read_config(cfg.init_from).expert.chunk_len
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)
-    if demos.collect:
+    if demos.wanted(data_path_given="data.path" in given):
         import collect_sim
 
-        pipeline.ensure_demos(demos, collect_sim.main)
-        pipeline.ensure_prepared(demos, cfg.data.path, chunk_len)
+        try:
+            pipeline.prepare_demos(demos, cfg.data.path, chunk_len, collect_sim.main)
+        except FileExistsError as e:
+            raise SystemExit(f"finetune.py: {e}")
     groups = [(t,) for t in cfg.data.tasks] if run_cfg.per_task and cfg.data.tasks else [cfg.data.tasks]
     for tasks in groups:
         run = dataclasses.replace(cfg, name=f"{cfg.name}-{tasks[0]}" if run_cfg.per_task and tasks else cfg.name,
                                   data=dataclasses.replace(cfg.data, tasks=tasks))
-        result, policy_dir, seconds = pipeline.train(run)
+        try:
+            result, policy_dir, seconds = pipeline.train(run, model_flags)
+        except (ValueError, KeyError, FileNotFoundError) as e:  # config and data errors, found before any worker
+            raise SystemExit(f"finetune.py: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
         dest = pipeline.export_policy(policy_dir, Path(run_cfg.out_dir) / run.name)
         m = result.metrics or {}
         print(f"[finetune] {run.name} on {list(tasks) or 'all tasks'}: step {m.get('step')} in {seconds:.0f} s, "

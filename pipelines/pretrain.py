@@ -35,18 +35,24 @@ class ExportConfig:
 
 
 def main(argv=None) -> int:
+    given: dict = {}
     cfg, export, ray_cfg, demos = parse_configs(argv, __doc__, ExportConfig(), RayConfig(),
                                                 ("demos", pipeline.DemoConfig()), presets=PRESETS,
-                                                preset="pretrain-debug")
+                                                preset="pretrain-debug", given=given)
     if cfg.stage != "pretrain":
         raise SystemExit(f"pretrain.py runs stage 'pretrain', the preset has {cfg.stage!r}")
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)
-    if demos.collect:
+    if demos.wanted(data_path_given="data.path" in given):
         import collect_sim
 
-        pipeline.ensure_demos(demos, collect_sim.main)
-        pipeline.ensure_prepared(demos, cfg.data.path, cfg.model.expert.chunk_len)
-    result, policy_dir, seconds = pipeline.train(cfg)
+        try:
+            pipeline.prepare_demos(demos, cfg.data.path, cfg.model.expert.chunk_len, collect_sim.main)
+        except FileExistsError as e:
+            raise SystemExit(f"pretrain.py: {e}")
+    try:
+        result, policy_dir, seconds = pipeline.train(cfg)
+    except (ValueError, KeyError, FileNotFoundError) as e:  # config and data errors, found before any worker
+        raise SystemExit(f"pretrain.py: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
     dest = pipeline.export_policy(policy_dir, export.out or Path("checkpoints") / "pretrain" / cfg.name)
     m = result.metrics or {}
     print(f"[pretrain] {cfg.name}: step {m.get('step')} in {seconds:.0f} s, action loss {m.get('action_loss', float('nan')):.4f}, "

@@ -164,7 +164,8 @@ class PrepareConfig:
     block_frames: int = 512  # frames per read task and cached block (whole episodes); fewer = more parallel tasks
     max_quantile_frames: int = 200_000  # q01/q99 exact up to this many frames per dataset, else sampled
     seed: int = 0
-    overwrite: bool = False  # replace an existing output directory
+    overwrite: bool = False  # replace an existing output directory (only ever a prepared root)
+    origin: str = ""  # recorded in the manifest: "" = prepared on request; prepared.DEMO_ORIGIN = the demo step
     cleaning: CleaningConfig = CleaningConfig()
 
     def __post_init__(self):
@@ -223,6 +224,9 @@ def prepare(cfg: PrepareConfig, eef_specs: Mapping[str, act.EefSpec] | None = No
     if out.exists() and any(out.iterdir()):
         if not cfg.overwrite:
             raise FileExistsError(f"output {out} exists and is not empty; pass overwrite=True to replace it")
+        if not (prepared.manifest_path(out).is_file() or prepared.cache_dir(out).is_dir()):
+            raise FileExistsError(f"output {out} exists and is not a prepared root (no {prepared.MANIFEST_FILE}); "
+                                  f"refusing to delete what it holds: choose another output")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     report, robot_frames, stats_parts = CleaningReport(), {}, []
@@ -269,7 +273,7 @@ def prepare(cfg: PrepareConfig, eef_specs: Mapping[str, act.EefSpec] | None = No
     prepared.write_report(out, report)
     prepared.write_manifest(out, prepared.Manifest(chunk_len=cfg.chunk_len, datasets=entries,
                                                    action_representation=cfg.action_representation,
-                                                   eef_rotation=cfg.eef_rotation))
+                                                   eef_rotation=cfg.eef_rotation, origin=cfg.origin))
     _log(f"done in {time.time() - t0:.1f} s: {report.total('frames_out')}/{report.total('frames_in')} frames kept; "
          f"statistics for {norm_stats.names()} in {prepared.norm_stats_path(out)}")
     return PrepareResult(report, norm_stats, out, report.total("frames_in"), report.total("frames_out"), time.time() - t0)

@@ -23,6 +23,7 @@ from syvla import constants as K
 from syvla.data.cleaning import CleaningReport
 from syvla.normalize import NORM_STATS_FILE, NormStats
 
+DEMO_ORIGIN = "demos"  # Manifest.origin of data the training pipelines' demo step prepared (it may re-prepare it)
 FORMAT_VERSION = 1  # manifest.json "format_version"; a manifest without one was written before it was recorded
 MANIFEST_FILE = "manifest.json"
 REPORT_FILE = "cleaning_report.json"
@@ -156,11 +157,12 @@ class Manifest:
     action_representation: str = "native"  # syvla.data.actions.ACTION_REPRESENTATIONS
     eef_rotation: str = "axis_angle"  # rotation form of eef_relative actions
     format_version: int = FORMAT_VERSION
+    origin: str = ""  # who prepared it: "" = a user's request (never rewritten by syvla), DEMO_ORIGIN = the demo step
 
     def to_dict(self) -> dict:
         return {"format_version": self.format_version, "chunk_len": self.chunk_len,
                 "action_representation": self.action_representation, "eef_rotation": self.eef_rotation,
-                "datasets": {name: e.to_dict() for name, e in self.datasets.items()}}
+                "origin": self.origin, "datasets": {name: e.to_dict() for name, e in self.datasets.items()}}
 
     @classmethod
     def from_dict(cls, d: Mapping, where: str = MANIFEST_FILE) -> "Manifest":
@@ -171,7 +173,8 @@ class Manifest:
         return cls(chunk_len=int(_required(d, "chunk_len", where)),
                    datasets={name: DatasetEntry.from_dict(e, f"{where} dataset {name!r}") for name, e in datasets.items()},
                    action_representation=d.get("action_representation", "native"),
-                   eef_rotation=d.get("eef_rotation", "axis_angle"), format_version=version)
+                   eef_rotation=d.get("eef_rotation", "axis_angle"), format_version=version,
+                   origin=d.get("origin", ""))
 
     def entry(self, name: str, root: str | Path = "") -> DatasetEntry:
         if name not in self.datasets:

@@ -15,6 +15,9 @@ from syvla.cli import field
 from syvla.train.config import TrainConfig
 
 
+COLLECT_CHOICES = ("auto", "true", "false")
+
+
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
     """The Meta-World demonstrations a debug run trains on: collected once, prepared once, then reused."""
@@ -23,47 +26,69 @@ class DemoConfig:
     episodes_per_task: int = field(40, "scripted expert episodes per task")
     image_size: int = field(64, "camera pixels of the collected views (the model resizes per tower)")
     raw: str = field("data/metaworld", "LeRobot v3.0 dataset written by pipelines/collect_sim.py")
-    collect: bool = field(True, "collect (or reuse) the raw demos and prepare them into --data.path; "
-                                "false = train on --data.path as it is")
+    collect: str = field("auto", "collect (or reuse) the raw demos and prepare them into --data.path: true, false "
+                                 "(train on --data.path as it is), auto = true unless --data.path is given")
     seed: int = field(0, "collection seed (layouts)")
 
+    def __post_init__(self):
+        if self.collect not in COLLECT_CHOICES:
+            raise ValueError(f"DemoConfig.collect must be one of {COLLECT_CHOICES}, got {self.collect!r}")
 
-def ensure_demos(demos: DemoConfig, collect_main) -> Path:
-    """Collect the raw demos with the collect_sim pipeline's `main` (it reuses a matching dataset)."""
-    if demos.collect:
-        rc = collect_main(["--tasks", demos.tasks, "--episodes_per_task", str(demos.episodes_per_task),
-                           "--image_size", str(demos.image_size), "--output", demos.raw, "--seed", str(demos.seed)])
-        if rc:
-            raise RuntimeError(f"collect_sim failed with exit code {rc}")
-    return Path(demos.raw)
+    def wanted(self, data_path_given: bool) -> bool:
+        """Whether to collect and prepare demos: asked for, or (auto) no data path was given."""
+        return self.collect == "true" or (self.collect == "auto" and not data_path_given)
 
 
-def ensure_prepared(demos: DemoConfig, prepared: str, chunk_len: int) -> Path:
-    """Clean + chunk the raw demos into `prepared` (--data.path), unless a prepared copy newer than them exists."""
+def prepare_demos(demos: DemoConfig, prepared: str, chunk_len: int, collect_main) -> Path:
+    """Collect (or reuse) the raw demos with the collect_sim pipeline's `main` and prepare them into
+    `prepared` (--data.path), unless a prepared copy newer than them exists.
+
+    Writes only into a folder that is empty, absent, or was prepared by this demo step (manifest
+    origin DEMO_ORIGIN), checked before anything is collected: a user's prepared data or any other
+    folder is never touched (FileExistsError naming it).
+    """
     from syvla.data import prepared as P
     from syvla.data.prepare import PrepareConfig, prepare
 
     out, raw = Path(prepared), Path(demos.raw)
     manifest = P.manifest_path(out)
-    if manifest.exists():
-        m = P.read_manifest(out)
+    m = None
+    if out.exists() and any(out.iterdir()):
+        m = P.read_manifest(out) if manifest.is_file() else None
+        if m is None or m.origin != P.DEMO_ORIGIN:
+            raise FileExistsError(f"--data.path {out} holds data the demo step did not prepare; it is left as it is. "
+                                  f"Train on it with --demos.collect false, or give the demos another --data.path")
+    rc = collect_main(["--tasks", demos.tasks, "--episodes_per_task", str(demos.episodes_per_task),
+                       "--image_size", str(demos.image_size), "--output", demos.raw, "--seed", str(demos.seed)])
+    if rc:
+        raise RuntimeError(f"collect_sim failed with exit code {rc}")
+    if m is not None:
         raw_info = raw / "meta" / "info.json"
         fresh = not raw_info.exists() or raw_info.stat().st_mtime <= manifest.stat().st_mtime
         if m.chunk_len == chunk_len and fresh:
             print(f"[train] reusing prepared data {out}", flush=True)
             return out
-    if not demos.collect and manifest.exists():
-        return out
-    prepare(PrepareConfig(inputs=(f"metaworld={raw}",), output=str(out), chunk_len=chunk_len, overwrite=True))
+    prepare(PrepareConfig(inputs=(f"metaworld={raw}",), output=str(out), chunk_len=chunk_len, overwrite=True,
+                          origin=P.DEMO_ORIGIN))
     return out
 
 
-def train(cfg: TrainConfig):
-    """Build the stream and fit; returns (ray.train.Result, policy dir of its last checkpoint, seconds)."""
+def train(cfg: TrainConfig, model_flags=None):
+    """Resolve the model on the driver (syvla.train.embodiments), build the stream and fit.
+
+    `model_flags`: the `--model.*` flags given ({dotted field: value}), checked against the
+    checkpoint when fine-tuning. Returns (ray.train.Result, policy dir of its last checkpoint, seconds).
+    """
     from syvla.train import ray_train
     from syvla.data.prepared import load_norm_stats
     from syvla.train.data import training_dataset
+    from syvla.train.embodiments import resolve_model
 
+    cfg = resolve_model(cfg, model_flags)
+    print(f"[train] {cfg.name}: embodiments " + ", ".join(
+        f"{e.name} (state {e.state_dim}, action {e.action_dim}, cameras {list(e.cameras)})"
+        for e in cfg.model.embodiments) + (f"; keeping tasks {list(cfg.data.tasks)} (--data.tasks)"
+                                            if cfg.data.tasks else "; every task (--data.tasks is empty)"), flush=True)
     stats = load_norm_stats(cfg.data.path)
     ds, sizes = training_dataset(cfg.data, seed=cfg.seed)
     print(f"[train] {cfg.name}: {cfg.stage} on {sizes} rows, {cfg.max_steps} steps x {cfg.global_batch_size} "

@@ -18,7 +18,7 @@ def test_pretrain_finetune_evaluate(ray_local, tmp_path):
     import finetune
     import pretrain
 
-    common = ["--demos.tasks", "reach-v3", "--demos.episodes_per_task", "2", "--demos.raw", str(tmp_path / "raw"),
+    common = ["--demos.collect", "true", "--demos.tasks", "reach-v3", "--demos.episodes_per_task", "2", "--demos.raw", str(tmp_path / "raw"),
               "--data.path", str(tmp_path / "prepared"), "--storage_path", str(tmp_path / "runs"),
               "--max_steps", "2", "--checkpoint_every", "2", "--log_every", "1", "--global_batch_size", "4",
               "--scale.num_workers", "1", "--scale.cpus_per_worker", "0.5"]

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (c
 import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
 from common import connect_ray  # noqa: E402
 from syvla.cli import parse_configs  # noqa: E402
-from syvla.sim.collect import CollectSimConfig, existing_matches  # noqa: E402
+from syvla.sim.collect import CollectSimConfig, check_output, existing_matches  # noqa: E402
 
 
 def parse_config(argv=None) -> CollectSimConfig:
@@ -27,6 +27,10 @@ def parse_config(argv=None) -> CollectSimConfig:
 
 def main(argv=None) -> int:
     cfg = parse_config(argv)
+    try:
+        check_output(cfg.output)
+    except FileExistsError as e:
+        raise SystemExit(f"collect_sim.py: --output {e}")
     if not cfg.overwrite and existing_matches(cfg):
         print(f"[collect_sim] {cfg.output} already holds this dataset (same arguments); nothing to do. "
               f"Pass --overwrite true to collect again.")

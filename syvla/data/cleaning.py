@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from syvla import constants as K
+from syvla.cli import field
 from syvla.data import images
 from syvla.data.columns import combine, episode_bounds, vectors
 from syvla.data.schema import conform
@@ -59,19 +60,20 @@ _SPREAD_TO_STD = 4.6527  # q99 - q01 of a normal distribution in standard deviat
 class CleaningConfig:
     """Which filters run and their thresholds; every filter can be switched off."""
 
-    drop_nonfinite: bool = True  # NaN/inf anywhere in an episode's state or action
-    check_images: bool = True  # decode images, drop episodes with black/undecodable views
-    image_check_every: int = 1  # decode every k-th frame of an episode (1 = all)
-    black_max_value: int = 8  # a view whose brightest pixel (0..255) is <= this is black
-    max_bad_image_share: float = 0.0  # drop if more than this share of checked frames has a bad view
-    drop_failed: bool = True  # drop episodes whose success is known to be False
-    min_frames: int = 10  # episodes shorter than this after idle trimming are dropped
-    idle_min_frames: int = 10  # K: >= K consecutive unchanged frames form an idle stretch
-    idle_tolerance: float = 1e-6  # largest absolute change of any state/action value that counts as unchanged
-    trim_idle: bool = True  # cut leading/trailing idle stretches (and drop all-idle episodes)
-    max_idle_share: float = 0.5  # drop if interior idle frames exceed this share of the kept frames (1 disables)
-    outlier_z: float = 10.0  # robust |z| of any action value above this drops the episode (0 disables)
-    drop_duplicates: bool = True  # identical state/action sequences within a dataset: keep the lowest episode_id
+    drop_nonfinite: bool = field(True, "drop episodes with NaN/inf anywhere in their state or action")
+    check_images: bool = field(True, "decode images, drop episodes with black/undecodable views")
+    image_check_every: int = field(1, "decode every k-th frame of an episode (1 = all)")
+    black_max_value: int = field(8, "a view whose brightest pixel (0..255) is <= this is black")
+    max_bad_image_share: float = field(0.0, "drop if more than this share of checked frames has a bad view, in [0, 1]")
+    drop_failed: bool = field(True, "drop episodes whose success is known to be False")
+    min_frames: int = field(10, "episodes shorter than this after idle trimming are dropped")
+    idle_min_frames: int = field(10, "K: >= K consecutive unchanged frames form an idle stretch (K >= 2)")
+    idle_tolerance: float = field(1e-6, "largest absolute change of any state/action value that counts as unchanged")
+    trim_idle: bool = field(True, "cut leading/trailing idle stretches (and drop all-idle episodes)")
+    max_idle_share: float = field(0.5, "drop if interior idle frames exceed this share of the kept frames (1 disables)")
+    outlier_z: float = field(10.0, "robust |z| (median/MAD) of any action value above this drops the episode "
+                                   "(0 disables)")
+    drop_duplicates: bool = field(True, "identical state/action sequences within a dataset: keep the lowest episode_id")
 
     def __post_init__(self):
         if self.image_check_every < 1:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from syvla.cli import Presets
+from syvla.cli import Presets, field
 
 
 def _positive(obj, *names):
@@ -24,11 +24,11 @@ def _positive(obj, *names):
 class EmbodimentConfig:
     """One robot (= one dataset): its own MLP encoder/decoder pair (App. A)."""
 
-    name: str
-    state_dim: int  # proprioceptive state size
-    action_dim: int  # action size per step
-    cameras: tuple[str, ...]  # camera names, in the order the expert's image tower sees them
-    vlm_camera: str = ""  # camera whose image the VLM sees; "" = the first
+    name: str = field(help="embodiment name (= its dataset name in the prepared data)")
+    state_dim: int = field(help="proprioceptive state size")
+    action_dim: int = field(help="action size per step")
+    cameras: tuple[str, ...] = field(help="camera names, in the order the expert's image tower sees them")
+    vlm_camera: str = field("", "camera whose image the VLM sees; '' = the first")
 
     def __post_init__(self):
         if not self.name:
@@ -53,18 +53,19 @@ class VLMConfig:
     other value is a local directory or a hub name given to from_pretrained.
     """
 
-    source: str = "debug"
-    hidden_size: int = 64  # debug sizes; ignored when loading from `source`
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 128
-    vision_depth: int = 2
-    vision_hidden_size: int = 32
-    vision_heads: int = 2
-    vocab_size: int = 1024  # debug tokenizer's BPE vocabulary (special tokens come on top)
-    image_size: int = 56  # side the VLM's camera image is resized to (multiple of 28)
-    dtype: str = "float32"  # "bfloat16" on GPUs
+    source: str = field("debug", "'debug' (tiny random Qwen2.5-VL, offline tokenizer) or a local dir / hub name")
+    # Sizes of the debug model; a real `source` brings its own and these are ignored.
+    hidden_size: int = field(64, "debug VLM hidden size")
+    num_layers: int = field(2, "debug VLM decoder layers")
+    num_heads: int = field(4, "debug VLM attention heads")
+    num_kv_heads: int = field(2, "debug VLM key/value heads (grouped-query attention)")
+    intermediate_size: int = field(128, "debug VLM MLP width")
+    vision_depth: int = field(2, "debug VLM vision-encoder layers")
+    vision_hidden_size: int = field(32, "debug VLM vision-encoder width")
+    vision_heads: int = field(2, "debug VLM vision-encoder heads")
+    vocab_size: int = field(1024, "debug tokenizer's BPE vocabulary (special tokens come on top)")
+    image_size: int = field(56, "side the VLM's camera image is resized to (multiple of 28)")
+    dtype: str = field("float32", "VLM weights dtype: float32, bfloat16 (GPUs) or float16")
 
     def __post_init__(self):
         _positive(self, "hidden_size", "num_layers", "num_heads", "num_kv_heads", "image_size")
@@ -78,13 +79,15 @@ class VLMConfig:
 class VisionTowerConfig:
     """The action expert's own SigLIP tower (transformers SiglipVisionModel)."""
 
-    image_size: int = 32
-    patch_size: int = 8
-    hidden_size: int = 32
-    num_layers: int = 1
-    num_heads: int = 2
-    intermediate_size: int = 64
-    pretrained: str = ""  # local dir / hub name of a SigLIP checkpoint; "" = random init
+    image_size: int = field(32, "pixels; side the expert's camera images are resized to, a multiple of patch_size "
+                                "(paper preset 256)")
+    patch_size: int = field(8, "SigLIP patch side in pixels (paper preset 16)")
+    hidden_size: int = field(32, "SigLIP hidden width (paper preset 1024, SigLIP-L)")
+    num_layers: int = field(1, "SigLIP encoder layers (paper preset 24)")
+    num_heads: int = field(2, "SigLIP attention heads (paper preset 16)")
+    intermediate_size: int = field(64, "SigLIP MLP width (paper preset 4096)")
+    pretrained: str = field("", "SigLIP checkpoint (local dir / hub name) loaded into the tower unless vlm.source is "
+                                "debug; '' = random init")
 
     def __post_init__(self):
         _positive(self, "image_size", "patch_size", "hidden_size", "num_layers", "num_heads")
@@ -100,14 +103,14 @@ class VisionTowerConfig:
 class ActionExpertConfig:
     """Flow-matching transformer (App. A: 15 layers, hidden 1408, 32 heads, ff 2.67)."""
 
-    width: int = 64
-    depth: int = 2
-    num_heads: int = 4
-    ff_ratio: float = 2.67
-    chunk_len: int = 50  # action chunk length (App. A)
-    image_tokens_per_view: int = 4  # SigLIP patch tokens are pooled to this many per view
-    dropout: float = 0.0
-    vision: VisionTowerConfig = dataclasses.field(default_factory=VisionTowerConfig)
+    width: int = field(64, "transformer width (App. A paper: 1408)")
+    depth: int = field(2, "transformer layers (App. A paper: 15)")
+    num_heads: int = field(4, "attention heads (App. A paper: 32)")
+    ff_ratio: float = field(2.67, "MLP width / transformer width (App. A: 2.67)")
+    chunk_len: int = field(50, "action chunk length in control steps (App. A: 50)")
+    image_tokens_per_view: int = field(4, "SigLIP patch tokens are pooled to this many per camera view")
+    dropout: float = field(0.0, "dropout in the expert's attention and MLP")
+    vision: VisionTowerConfig = field(default_factory=VisionTowerConfig, help="the expert's own SigLIP image tower")
 
     def __post_init__(self):
         _positive(self, "width", "depth", "num_heads", "ff_ratio", "chunk_len", "image_tokens_per_view")
@@ -123,9 +126,9 @@ class ActionExpertConfig:
 class FlowConfig:
     """Flow matching. Convention: t = 1 is pure noise, t = 0 the data."""
 
-    num_steps: int = 10  # Euler steps at inference
-    time_power: float = 1.5  # training t ~ Beta(time_power, 1) on [t_min, 1] (favours noisier t)
-    t_min: float = 0.001
+    num_steps: int = field(10, "Euler steps from noise (t = 1) to actions (t = 0) at inference")
+    time_power: float = field(1.5, "training t ~ Beta(time_power, 1) on [t_min, 1] (favours noisier t)")
+    t_min: float = field(0.001, "smallest training time t")
 
     def __post_init__(self):
         _positive(self, "num_steps", "time_power")
@@ -137,12 +140,12 @@ class FlowConfig:
 class DecouplingConfig:
     """Intention Decoupling (§3.2)."""
 
-    enabled: bool = True  # the one switch, read by training and RL losses; False = the ablation
-    tau: float = 0.05  # quantile of per-state gradient L2 norms below which states are zeroed
+    enabled: bool = field(True, "the one switch, read by training and RL losses; false = the ablation")
+    tau: float = field(0.05, "quantile of per-state gradient L2 norms below which states are zeroed (Table 4)")
     # Pass 1 only ranks gradient norms; "bfloat16" runs it under autocast (what GPU training uses
     # anyway). The default is the exact fp32 probe: on CPU, bf16 autocast was not reliably faster
     # and picked the same masked states ~94% of the time (bench/intention_decoupling.py).
-    probe_dtype: str = "float32"
+    probe_dtype: str = field("float32", "dtype of the gradient-norm probe pass: float32 (exact), bfloat16, float16")
 
     def __post_init__(self):
         if not 0.0 <= self.tau < 1.0:
@@ -153,18 +156,19 @@ class DecouplingConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SyVLAConfig:
-    vlm: VLMConfig = dataclasses.field(default_factory=VLMConfig)
-    expert: ActionExpertConfig = dataclasses.field(default_factory=ActionExpertConfig)
-    flow: FlowConfig = dataclasses.field(default_factory=FlowConfig)
-    decoupling: DecouplingConfig = dataclasses.field(default_factory=DecouplingConfig)
-    # Required: the robots this model acts for (the data's embodiments; Meta-World's is
-    # syvla.sim.metaworld.EMBODIMENT). No default robot, so a model never silently gets one.
-    embodiments: tuple[EmbodimentConfig, ...] = ()
-    num_query_tokens: int = 20  # Feature Query Tokens (§3.1, App. A: n = 20)
-    adapter_hidden: int = 0  # adapter MLP hidden width; 0 = expert width
-    max_cot_tokens: int = 32  # bound on generated chain of thought at inference
-    max_prompt_tokens: int = 96  # text tokens kept from the instruction (+ CoT in training)
-    lm_loss_weight: float = 1.0  # weight of the LM loss on CoT / VQA answer tokens
+    vlm: VLMConfig = field(default_factory=VLMConfig, help="the Qwen2.5-VL backbone")
+    expert: ActionExpertConfig = field(default_factory=ActionExpertConfig, help="the flow-matching action expert")
+    flow: FlowConfig = field(default_factory=FlowConfig, help="flow-matching time sampling and inference steps")
+    decoupling: DecouplingConfig = field(default_factory=DecouplingConfig, help="Intention Decoupling (§3.2)")
+    # Required: no default robot, so a model never silently gets one.
+    embodiments: tuple[EmbodimentConfig, ...] = field(
+        (), "the robots the model acts for; training fills it from the prepared data (Meta-World: "
+            "syvla.sim.metaworld.EMBODIMENT)")
+    num_query_tokens: int = field(20, "Feature Query Tokens N (§3.1, App. A: 20; Table 5)")
+    adapter_hidden: int = field(0, "adapter MLP hidden width; 0 = expert width")
+    max_cot_tokens: int = field(32, "bound on generated chain of thought at inference")
+    max_prompt_tokens: int = field(96, "text tokens kept from the instruction (+ CoT in training)")
+    lm_loss_weight: float = field(1.0, "weight of the LM loss on CoT / VQA answer tokens")
 
     def __post_init__(self):
         _positive(self, "num_query_tokens", "max_cot_tokens", "max_prompt_tokens")

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from syvla import constants as K
+from syvla.cli import field
 from syvla.data.lerobot import LeRobotWriteOptions, LeRobotWriter
 from syvla.sim import metaworld as mw
 from syvla.sim.expert import run_expert_episode
@@ -25,19 +26,20 @@ from syvla.sim.robot import SimRobot
 class CollectSimConfig:
     """Meta-World expert demonstrations -> a LeRobot v3.0 dataset."""
 
-    tasks: str = "reach-v3,button-press-topdown-v3,drawer-close-v3"  # comma-separated Meta-World v3 tasks (fast, reliable experts)
-    episodes_per_task: int = 10
-    image_size: int = 64  # px, square, every camera
-    views: str = ",".join(mw.CAMERAS)  # comma-separated cameras (= metaworld.EMBODIMENT.cameras)
-    seed: int = 0  # draws every episode's layout seed and which episodes get CoT text
-    cot_fraction: float = 0.1  # fraction of episodes with templated chain-of-thought text per frame
-    max_steps: int = 200  # per episode; the experts succeed in 35-140 steps
-    output: str = "data/metaworld"  # dataset folder (git-ignored)
-    codec: str = "h264"  # video codec: h264 (fast on CPU) or av1
-    workers: int = 0  # parallel collectors; 0 = one per CPU Ray reports
-    num_cpus: int = 2  # CPUs of the local Ray instance started when none is running
-    address: str = ""  # Ray address; "" = $RAY_ADDRESS (set by `ray job submit`) or a new local instance
-    overwrite: bool = False  # replace an existing dataset even if it was made with the same arguments
+    tasks: str = field("reach-v3,button-press-topdown-v3,drawer-close-v3",
+                       "comma-separated Meta-World v3 tasks (the default three have fast, reliable experts)")
+    episodes_per_task: int = field(10, "expert episodes collected per task")
+    image_size: int = field(64, "pixels, square, every camera (even and >= 8 for yuv420p video)")
+    views: str = field(",".join(mw.CAMERAS), "comma-separated cameras (= metaworld.EMBODIMENT.cameras)")
+    seed: int = field(0, "draws every episode's layout seed and which episodes get CoT text")
+    cot_fraction: float = field(0.1, "fraction of episodes with templated chain-of-thought text per frame, in [0, 1]")
+    max_steps: int = field(200, "env steps per episode; the experts succeed in 35-140 steps")
+    output: str = field("data/metaworld", "dataset folder (git-ignored)")
+    codec: str = field("h264", "video codec: h264 (fast on CPU) or av1")
+    workers: int = field(0, "parallel collectors; 0 = one per CPU Ray reports")
+    num_cpus: int = field(2, "CPUs of the local Ray instance started when none is running")
+    address: str = field("", "Ray address; '' = $RAY_ADDRESS (set by `ray job submit`) or a new local instance")
+    overwrite: bool = field(False, "replace an existing dataset even if it was made with the same arguments")
 
     def __post_init__(self):
         tasks = self.task_list
@@ -148,6 +150,24 @@ class Progress:
     def summary(self) -> str:
         per_task = ", ".join(f"{t} {a}/{b}" for t, (a, b) in self.success.items())
         return f"successes by task: {per_task}"
+
+
+def made_by_collect(root: str | Path) -> bool:
+    """True when `root` holds a dataset this collector wrote (its info.json records the collect config)."""
+    info = Path(root) / "meta" / "info.json"
+    try:
+        return "collect_config" in json.loads(info.read_text()).get("syvla", {})
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def check_output(output: str | Path) -> None:
+    """Raise FileExistsError unless `output` is absent, empty, or a dataset this collector wrote:
+    collection replaces only its own datasets, never a folder someone else made."""
+    out = Path(output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not made_by_collect(out):
+        raise FileExistsError(f"{out} holds data the simulator collector did not write; it is left as it is. "
+                              f"Choose another output folder")
 
 
 def existing_matches(cfg: CollectSimConfig) -> bool:

@@ -26,6 +26,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from syvla.cli import field
 from syvla.sim import metaworld as mw
 
 _NOISE_STRIDE = 100_003  # a prime above any step count: (noise seed, step) pairs never collide
@@ -45,13 +46,13 @@ def act_seed(noise_seed: int, step: int) -> int:
 class EpisodeConfig:
     """Closed-loop Meta-World episodes: which tasks and layouts, how long, how chunks are executed."""
 
-    tasks: tuple[str, ...] = ("reach-v3",)  # Meta-World v3 task names
-    episodes: int = 20  # episodes per task
-    seed: int = 1000  # layout seed of episode 0; episode k uses layout_seed(seed, k) = seed + k
-    max_steps: int = 300  # env steps per episode (Meta-World's limit is 500)
-    execute_steps: int = 10  # actions executed per chunk before the policy is asked again; 0 = the whole chunk
-    image_size: int = 64  # camera px, square (the size pipelines/collect_sim.py renders training demos at)
-    think: bool = False  # ask for chain of thought before each chunk
+    tasks: tuple[str, ...] = field(("reach-v3",), "Meta-World v3 task names, e.g. reach-v3 pick-place-v3")
+    episodes: int = field(20, "episodes per task")
+    seed: int = field(1000, "layout seed of episode 0; episode k uses layout_seed(seed, k) = seed + k")
+    max_steps: int = field(300, "env steps per episode (Meta-World's limit is 500)")
+    execute_steps: int = field(10, "actions executed per chunk before the policy is asked again; 0 = the whole chunk")
+    image_size: int = field(64, "camera pixels, square (collect_sim renders training demos at 64 by default)")
+    think: bool = field(False, "ask for chain of thought before each chunk")
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -227,12 +228,12 @@ def evaluate_policy(policy, cfg: EpisodeConfig, log=None) -> dict:
 class Endpoint:
     """Where a served policy is and how robots talk to it (syvla.client.PolicyClient settings)."""
 
-    url: str = "http://127.0.0.1:8000"
-    api_key: str = ""
-    encoding: str = "msgpack"  # or "json"
-    timeout_s: float = 60.0  # per HTTP attempt
-    deadline_s: float = 120.0  # per call, retries included
-    post_rewards: bool = True  # post each episode's success as its 0/1 reward
+    url: str = field("http://127.0.0.1:8000", "base URL of the policy server")
+    api_key: str = field("", "sent as `x-api-key` on every call; '' = none (an open server)")
+    encoding: str = field("msgpack", "wire encoding of requests and responses: msgpack or json")
+    timeout_s: float = field(60.0, "seconds per HTTP attempt")
+    deadline_s: float = field(120.0, "seconds per call, retries included")
+    post_rewards: bool = field(True, "post each episode's success as its 0/1 reward")
 
     def __post_init__(self):
         if not self.url:

@@ -20,6 +20,18 @@ TB_DIR = "tensorboard"
 SCALARS = ("loss", "action_loss", "lm_loss", "masked_fraction", "lr", "grad_norm", "samples_per_s", "data_wait_share")
 
 
+def write_line(line: str, stream=None) -> None:
+    """Write one console line from a Ray Train worker exactly once.
+
+    Ray Train patches `print` in workers to copy each line to its logger and, when Ray has wrapped
+    stdout, also to the stream itself: the driver showed every step line twice. Writing to the
+    stream directly sends it once.
+    """
+    stream = stream or sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
+
+
 class Window:
     """Accumulates per-step values between two log lines; means and rates over the window."""
 
@@ -64,6 +76,7 @@ class MetricsLogger:
             self._writer = SummaryWriter(str(self.log_dir / TB_DIR))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        """One console line, TensorBoard scalars and a metrics.jsonl row for `step` (rank 0 only)."""
         if not self.active:
             return
         total = f"/{self.total_steps}" if self.total_steps else ""
@@ -72,7 +85,7 @@ class MetricsLogger:
                          ("lr", ".2e"), ("grad_norm", ".3f"), ("samples_per_s", ".1f"), ("data_wait_share", ".0%")):
             if key in metrics:
                 parts.append(f"{key} {metrics[key]:{fmt}}")
-        print(" | ".join(parts), file=self.stream, flush=True)
+        write_line(" | ".join(parts), self.stream)
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
                 self._writer.add_scalar(f"train/{key}", value, step)

@@ -50,7 +50,6 @@ def main(argv=None) -> int:
     cfg, ray_cfg = parse_configs(argv, __doc__, DemoConfig(), RayConfig())
     import collect_sim
     import finetune
-    import prepare_data
     import pretrain
     import rl
 
@@ -58,6 +57,14 @@ def main(argv=None) -> int:
     from syvla.rl.launch import RLRunConfig
     from syvla.runstate import write_json
 
+    from syvla.train.config import preset
+    from syvla.train.pipeline import DemoConfig as Demos
+    from syvla.train.pipeline import check_demo_folders
+
+    try:  # the stages write data/metaworld and data/prepared/metaworld: never over a user's folders
+        check_demo_folders(Demos(), preset("pretrain-debug").data.path)
+    except FileExistsError as e:
+        raise SystemExit(f"demo.py: {e}")
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)  # every stage below joins this instance
     out = Path("runs") / cfg.name
     out.mkdir(parents=True, exist_ok=True)
@@ -67,7 +74,6 @@ def main(argv=None) -> int:
     stages = [
         ("collect demos", lambda: collect_sim.main(["--tasks", cfg.pretrain_tasks, "--episodes_per_task",
                                                     str(cfg.episodes_per_task)])),
-        ("prepare data", lambda: prepare_data.main([])),
         ("pretrain", lambda: pretrain.main(["--name", pre_name, "--max_steps", str(cfg.pretrain_steps), *demos])),
         ("fine-tune", lambda: finetune.main(["--name", ft_name, "--init_from", str(pre_ckpt), "--per_task", "false",
                                              "--data.tasks", cfg.task, "--max_steps", str(cfg.finetune_steps), *demos])),

@@ -50,22 +50,34 @@ def main(argv=None) -> int:
     if not is_checkpoint_dir(cfg.init_from):
         raise SystemExit(f"--init_from {cfg.init_from} is not a policy checkpoint: run pipelines/pretrain.py first")
     try:
-        check_finetune_overrides(model_flags)
+        check_finetune_overrides(model_flags, read_config(cfg.init_from))
     except ValueError as e:
         raise SystemExit(f"finetune.py: {e}")
     chunk_len = read_config(cfg.init_from).expert.chunk_len
+    groups = [(t,) for t in cfg.data.tasks] if run_cfg.per_task and cfg.data.tasks else [cfg.data.tasks]
+    runs = [dataclasses.replace(cfg, name=f"{cfg.name}-{tasks[0]}" if run_cfg.per_task and tasks else cfg.name,
+                                data=dataclasses.replace(cfg.data, tasks=tasks)) for tasks in groups]
+    try:
+        for run in runs:
+            pipeline.check_export_destination(Path(run_cfg.out_dir) / run.name)
+    except FileExistsError as e:
+        raise SystemExit(f"finetune.py: --out_dir {e}")
+    collect = demos.wanted(data_path_given="data.path" in given)
+    try:
+        if collect:
+            pipeline.check_demo_folders(demos, cfg.data.path)
+    except FileExistsError as e:
+        raise SystemExit(f"finetune.py: {e}")
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)
-    if demos.wanted(data_path_given="data.path" in given):
+    if collect:
         import collect_sim
 
         try:
             pipeline.prepare_demos(demos, cfg.data.path, chunk_len, collect_sim.main)
         except FileExistsError as e:
             raise SystemExit(f"finetune.py: {e}")
-    groups = [(t,) for t in cfg.data.tasks] if run_cfg.per_task and cfg.data.tasks else [cfg.data.tasks]
-    for tasks in groups:
-        run = dataclasses.replace(cfg, name=f"{cfg.name}-{tasks[0]}" if run_cfg.per_task and tasks else cfg.name,
-                                  data=dataclasses.replace(cfg.data, tasks=tasks))
+    for run in runs:
+        tasks = run.data.tasks
         try:
             result, policy_dir, seconds = pipeline.train(run, model_flags)
         except (ValueError, KeyError, FileNotFoundError) as e:  # config and data errors, found before any worker

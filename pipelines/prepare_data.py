@@ -22,15 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (c
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
 from common import connect_ray  # noqa: E402
-from syvla.cli import parse_configs  # noqa: E402
+from syvla.cli import field, parse_configs  # noqa: E402
 from syvla.data.prepare import PrepareConfig  # noqa: E402
 from syvla.sim import metaworld as mw  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
 class ClusterConfig:
-    address: str = ""  # Ray address; "" = $RAY_ADDRESS (set by `ray job submit`) or a new local instance
-    num_cpus: int = 2  # CPUs of the local Ray instance started when none is running
+    address: str = field("", "Ray address; '' = $RAY_ADDRESS (set by `ray job submit`) or a new local instance")
+    num_cpus: int = field(2, "CPUs of the local Ray instance started when none is running")
 
 
 def parse_args(argv=None) -> tuple[PrepareConfig, ClusterConfig]:
@@ -39,8 +39,10 @@ def parse_args(argv=None) -> tuple[PrepareConfig, ClusterConfig]:
 
 def main(argv=None) -> int:
     cfg, cluster = parse_args(argv)
+    from syvla.data.prepare import check_output, prepare
+
+    check_output(cfg)  # before Ray starts: FileExistsError naming a folder it may not write
     connect_ray(cluster.address, cluster.num_cpus)
-    from syvla.data.prepare import prepare
 
     print(f"[prepare_data] {', '.join(cfg.inputs)} -> {cfg.output} (chunk {cfg.chunk_len}, "
           f"actions {cfg.action_representation})", flush=True)

@@ -39,10 +39,22 @@ def main(argv=None) -> int:
     cfg, export, ray_cfg, demos = parse_configs(argv, __doc__, ExportConfig(), RayConfig(),
                                                 ("demos", pipeline.DemoConfig()), presets=PRESETS,
                                                 preset="pretrain-debug", given=given)
+    model_flags = {k[len("model."):]: v for k, v in given.items() if k.startswith("model.")}
     if cfg.stage != "pretrain":
         raise SystemExit(f"pretrain.py runs stage 'pretrain', the preset has {cfg.stage!r}")
+    dest = export.out or Path("checkpoints") / "pretrain" / cfg.name
+    try:
+        pipeline.check_export_destination(dest)
+    except FileExistsError as e:
+        raise SystemExit(f"pretrain.py: --out {e}")
+    collect = demos.wanted(data_path_given="data.path" in given)
+    try:
+        if collect:
+            pipeline.check_demo_folders(demos, cfg.data.path)
+    except FileExistsError as e:
+        raise SystemExit(f"pretrain.py: {e}")
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)
-    if demos.wanted(data_path_given="data.path" in given):
+    if collect:
         import collect_sim
 
         try:
@@ -50,10 +62,10 @@ def main(argv=None) -> int:
         except FileExistsError as e:
             raise SystemExit(f"pretrain.py: {e}")
     try:
-        result, policy_dir, seconds = pipeline.train(cfg)
+        result, policy_dir, seconds = pipeline.train(cfg, model_flags)
     except (ValueError, KeyError, FileNotFoundError) as e:  # config and data errors, found before any worker
         raise SystemExit(f"pretrain.py: {e.args[0] if isinstance(e, KeyError) and e.args else e}")
-    dest = pipeline.export_policy(policy_dir, export.out or Path("checkpoints") / "pretrain" / cfg.name)
+    dest = pipeline.export_policy(policy_dir, dest)
     m = result.metrics or {}
     print(f"[pretrain] {cfg.name}: step {m.get('step')} in {seconds:.0f} s, action loss {m.get('action_loss', float('nan')):.4f}, "
           f"{m.get('samples_per_s', float('nan')):.1f} samples/s; policy -> {dest}", flush=True)

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 import ray
 
 from syvla import constants as K
+from syvla.cli import field
 from syvla.data import actions as act
 from syvla.data import prepared
 from syvla.data.chunking import DEFAULT_CHUNK_LEN, clean_and_chunk_table
@@ -156,17 +157,19 @@ def compute_norm_stats(ds: ray.data.Dataset, max_quantile_frames: int = 200_000,
 class PrepareConfig:
     """read -> clean -> chunk -> write shards -> norm_stats.json + cleaning report (pipelines/prepare_data.py)."""
 
-    inputs: tuple[str, ...] = ("metaworld=data/metaworld",)  # name=path pairs; a bare path keeps the reader's name
-    output: str = "data/prepared/metaworld"  # the prepared root (syvla.data.prepared): shards, statistics, report
-    chunk_len: int = DEFAULT_CHUNK_LEN  # actions per chunk (paper App. A: 50)
-    action_representation: str = "native"  # "native" or "eef_relative" (needs an EefSpec for the dataset)
-    eef_rotation: str = "axis_angle"  # rotation in the eef_relative form: axis_angle (7-d) or rot6d (10-d)
-    block_frames: int = 512  # frames per read task and cached block (whole episodes); fewer = more parallel tasks
-    max_quantile_frames: int = 200_000  # q01/q99 exact up to this many frames per dataset, else sampled
-    seed: int = 0
-    overwrite: bool = False  # replace an existing output directory (only ever a prepared root)
-    origin: str = ""  # recorded in the manifest: "" = prepared on request; prepared.DEMO_ORIGIN = the demo step
-    cleaning: CleaningConfig = CleaningConfig()
+    inputs: tuple[str, ...] = field(("metaworld=data/metaworld",),
+                                    "name=path pairs of source datasets; a bare path keeps the reader's name")
+    output: str = field("data/prepared/metaworld", "the prepared root (syvla.data.prepared): shards, statistics, report")
+    chunk_len: int = field(DEFAULT_CHUNK_LEN, "actions per chunk (paper App. A: 50)")
+    action_representation: str = field("native", "native or eef_relative (needs an EefSpec for the dataset)")
+    eef_rotation: str = field("axis_angle", "rotation in the eef_relative form: axis_angle (7-d) or rot6d (10-d)")
+    block_frames: int = field(512, "frames per read task and cached block (whole episodes); fewer = more parallel tasks")
+    max_quantile_frames: int = field(200_000, "q01/q99 exact up to this many frames per dataset, else sampled")
+    seed: int = field(0, "seed of the frame sample q01/q99 come from past max_quantile_frames")
+    overwrite: bool = field(False, "replace an existing output directory (only ever a prepared root)")
+    origin: str = field("", "recorded in the manifest: '' = prepared on request; prepared.DEMO_ORIGIN = the demo step")
+    cleaning: CleaningConfig = field(default_factory=CleaningConfig,
+                                     help="episode filters and thresholds (syvla.data.cleaning); --cleaning.* flags")
 
     def __post_init__(self):
         if not self.inputs:
@@ -180,9 +183,9 @@ class PrepareConfig:
             raise ValueError(f"PrepareConfig.action_representation must be one of {act.ACTION_REPRESENTATIONS}, "
                              f"got {self.action_representation!r}")
         act.unified_dim(self.eef_rotation)
-        for field in ("block_frames", "max_quantile_frames"):
-            if getattr(self, field) < 1:
-                raise ValueError(f"PrepareConfig.{field} must be >= 1, got {getattr(self, field)}")
+        for name in ("block_frames", "max_quantile_frames"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"PrepareConfig.{name} must be >= 1, got {getattr(self, name)}")
 
     def named_inputs(self) -> list[tuple[str | None, str]]:
         out = []
@@ -215,23 +218,33 @@ def _embodiment(dataset: str, path: str, shards: Sequence[str], representation: 
     return prepared.embodiment_record(dataset, first, representation, declared_metadata(path))
 
 
+def check_output(cfg: PrepareConfig) -> bool:
+    """Whether `cfg.output` must be cleared first; FileExistsError when it may not be written at all:
+    a non-empty folder without `overwrite`, or (even with it) one that is not a prepared root."""
+    out = Path(cfg.output)
+    if not (out.exists() and any(out.iterdir())):
+        return False
+    if not cfg.overwrite:
+        raise FileExistsError(f"output {out} exists and is not empty; pass overwrite=True to replace it")
+    if not (prepared.manifest_path(out).is_file() or prepared.cache_dir(out).is_dir()):
+        raise FileExistsError(f"output {out} exists and is not a prepared root (no {prepared.MANIFEST_FILE}); "
+                              f"refusing to delete what it holds: choose another output")
+    return True
+
+
 def prepare(cfg: PrepareConfig, eef_specs: Mapping[str, act.EefSpec] | None = None) -> PrepareResult:
     """Run the whole prepare pipeline on the connected Ray cluster; see the module docstring.
 
     `eef_specs` ({dataset name: EefSpec}) serves action_representation "eef_relative"."""
     t0 = time.time()
-    out = Path(cfg.output)
-    if out.exists() and any(out.iterdir()):
-        if not cfg.overwrite:
-            raise FileExistsError(f"output {out} exists and is not empty; pass overwrite=True to replace it")
-        if not (prepared.manifest_path(out).is_file() or prepared.cache_dir(out).is_dir()):
-            raise FileExistsError(f"output {out} exists and is not a prepared root (no {prepared.MANIFEST_FILE}); "
-                                  f"refusing to delete what it holds: choose another output")
+    out = Path(cfg.output).resolve()  # Ray tasks may run in another working directory (or on another node)
+    if check_output(cfg):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     report, robot_frames, stats_parts = CleaningReport(), {}, []
     entries: dict[str, prepared.DatasetEntry] = {}
     for k, (name, path) in enumerate(cfg.named_inputs()):
+        path = path if "://" in path else str(Path(path).resolve())
         cache = prepared.cache_dir(out) / f"input-{k}"
         t1 = time.time()
         units = plan_read_units(path, name, cfg.block_frames)

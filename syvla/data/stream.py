@@ -21,9 +21,10 @@ from syvla.data.mixture import plan_mixture, tag_passes
 
 def read_prepared(root: str | Path, names: Sequence[str] | None = None) -> dict[str, ray.data.Dataset]:
     """{dataset name: Ray Dataset of its prepared (cleaned, chunked) shards} under a prepare() output."""
+    root = Path(root).resolve()  # Ray tasks may run in another working directory
     manifest = prepared.read_manifest(root)
     names = list(manifest.datasets) if names is None else list(names)
-    return {name: ray.data.read_parquet(str(Path(root) / manifest.entry(name, root).path)) for name in names}
+    return {name: ray.data.read_parquet(str(root / manifest.entry(name, root).path)) for name in names}
 
 
 def source_kinds(ds: ray.data.Dataset) -> set[str]:

@@ -52,25 +52,42 @@ def add_embodiments(cfg: SyVLAConfig, embodiments: Iterable[EmbodimentConfig]) -
     return dataclasses.replace(cfg, embodiments=cfg.embodiments + tuple(new)) if new else cfg
 
 
-def check_finetune_overrides(overrides: Iterable[str]) -> None:
-    """Raise ValueError naming the first dotted model field that may not change on top of a checkpoint."""
-    refused = sorted(k for k in overrides if k not in FINETUNE_FIELDS)
-    if refused:
-        raise ValueError(f"--model.{refused[0]} cannot be set when fine-tuning from a checkpoint: the checkpoint "
-                         f"fixes the architecture; settable on top of it: "
-                         f"{', '.join('--model.' + f for f in FINETUNE_FIELDS)}")
+def _get_dotted(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def check_finetune_overrides(overrides: Mapping[str, Any], checkpoint_cfg: SyVLAConfig | None = None) -> None:
+    """Raise ValueError naming the first dotted model field that may not change on top of a checkpoint.
+
+    A field outside FINETUNE_FIELDS passes only when its value equals the checkpoint's (e.g. a
+    saved run config given back with --config). `embodiments` is the data's business (syvla.train.embodiments).
+    Without `checkpoint_cfg` every field outside FINETUNE_FIELDS is refused.
+    """
+    for key in sorted(overrides):
+        if key in FINETUNE_FIELDS or key == "embodiments":
+            continue
+        if checkpoint_cfg is not None and _get_dotted(checkpoint_cfg, key) == overrides[key]:
+            continue
+        raise ValueError(f"--model.{key} cannot be set when fine-tuning from a checkpoint: the checkpoint "
+                         f"fixes the architecture"
+                         + (f" (it has {_get_dotted(checkpoint_cfg, key)!r})" if checkpoint_cfg is not None else "")
+                         + f"; settable on top of it: {', '.join('--model.' + f for f in FINETUNE_FIELDS)}")
 
 
 def finetune_config(checkpoint_cfg: SyVLAConfig, embodiments: Iterable[EmbodimentConfig],
                     overrides: Mapping[str, Any]) -> SyVLAConfig:
     """The model config of a fine-tuning run: the checkpoint's, plus new embodiments and allowed overrides.
 
-    `overrides` maps dotted SyVLAConfig fields (the `--model.*` flags given) to values.
+    `overrides` maps dotted SyVLAConfig fields (the `--model.*` flags given) to values; `embodiments`
+    among them is not applied here (syvla.train.embodiments checks it against the data).
     """
-    check_finetune_overrides(overrides)
+    check_finetune_overrides(overrides, checkpoint_cfg)
     cfg = checkpoint_cfg
     for dotted, value in sorted(overrides.items()):
-        cfg = _replace_dotted(cfg, dotted, value)
+        if dotted != "embodiments":
+            cfg = _replace_dotted(cfg, dotted, value)
     return add_embodiments(cfg, embodiments)
 
 

@@ -95,8 +95,8 @@ class TrainConfig:
     stage: str = field("pretrain", "pretrain or finetune (recorded in checkpoints)")
     storage_path: str = field("runs", "Ray Train storage (local dir or URI); relative paths are made absolute")
     model: SyVLAConfig = field(default_factory=lambda: _debug_model(), help="the policy (syvla.model.config); --model.* flags")
-    init_from: str = field("", "policy checkpoint to start from (fine-tuning); its model config replaces `model`, "
-                               "except model.decoupling (Intention Decoupling is this run's choice)")
+    init_from: str = field("", "policy checkpoint to start from (fine-tuning): its model, plus the data's robots it "
+                               "lacks; --model.* flags that may change on top of it apply, others are refused")
     optim: OptimConfig = field(default_factory=OptimConfig, help="AdamW and its schedule (Table 7)")
     data: DataConfig = field(default_factory=DataConfig, help="prepared data and the mixture stream")
     scale: ScaleConfig = field(default_factory=ScaleConfig, help="Ray Train workers")
@@ -140,6 +140,15 @@ class TrainConfig:
         if "://" in self.storage_path:
             return self.storage_path
         return str(Path(self.storage_path).expanduser().resolve())
+
+    def with_absolute_paths(self) -> "TrainConfig":
+        """This config with its local paths (storage, init_from, data) absolute, as the driver sees them:
+        workers run in other directories, and a saved config must mean the same from anywhere."""
+        def absolute(path: str) -> str:
+            return path if not path or "://" in path else str(Path(path).expanduser().resolve())
+
+        return dataclasses.replace(self, storage_path=self.storage_uri(), init_from=absolute(self.init_from),
+                                   data=dataclasses.replace(self.data, path=absolute(self.data.path)))
 
 
 # ---- presets ------------------------------------------------------------------------------

@@ -53,6 +53,27 @@ def resolve_model(cfg: TrainConfig, model_flags: Mapping[str, Any] | None = None
     else:
         model = dataclasses.replace(cfg.model, embodiments=tuple(embodiments))
         known = load_norm_stats(cfg.data.path)
+    if model_flags and "embodiments" in model_flags:
+        model = dataclasses.replace(model, embodiments=apply_given_embodiments(model.embodiments,
+                                                                               model_flags["embodiments"]))
     for e in model.embodiments:
         known[e.name]  # KeyError naming the embodiment that has no statistics
     return dataclasses.replace(cfg, model=model)
+
+
+def apply_given_embodiments(resolved, given) -> tuple[EmbodimentConfig, ...]:
+    """`resolved` (from the data and the checkpoint) with the settings of `given` (--model.embodiments /
+    a config file) applied: each given robot must be one of `resolved` with the same state/action dims
+    and cameras; what the data does not record (`vlm_camera`) is taken from it."""
+    by_name = {e.name: e for e in resolved}
+    for g in given:
+        e = by_name.get(g.name)
+        if e is None:
+            raise ValueError(f"--model.embodiments names {g.name!r}, which is not in the prepared data or the "
+                             f"checkpoint ({sorted(by_name)}); embodiments come from the data")
+        for f in ("state_dim", "action_dim", "cameras"):
+            if getattr(g, f) != getattr(e, f):
+                raise ValueError(f"--model.embodiments: {g.name!r} has {f} {getattr(g, f)!r} but the prepared data "
+                                 f"(or checkpoint) has {getattr(e, f)!r}")
+        by_name[g.name] = g
+    return tuple(by_name[e.name] for e in resolved)

@@ -30,7 +30,7 @@ from syvla.model.sample import Sample
 from syvla.normalize import NormStats
 from syvla.train import schedule
 from syvla.train.config import TrainConfig
-from syvla.train.metrics import MetricsLogger, Window
+from syvla.train.metrics import MetricsLogger, Window, write_line
 
 POLICY_DIR = "policy"
 DEEPSPEED_DIR = "deepspeed"
@@ -215,12 +215,14 @@ def _cast_floats(batch, dtype: torch.dtype):
 def save_training_checkpoint(directory: str | Path, engine, norm_stats: NormStats, state: TrainState,
                              cfg: TrainConfig, rank: int) -> Path:
     """Write this rank's part of a training checkpoint (collective: every rank calls it)."""
+    from syvla.cli import to_dict
     from syvla.model.checkpoint import save_checkpoint
 
     directory = Path(directory)
     engine.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
     if rank == 0:
-        extra = {"train": {"run": cfg.name, "stage": cfg.stage, "step": state.step, "init_from": cfg.init_from}}
+        extra = {"train": {"run": cfg.name, "stage": cfg.stage, "step": state.step, "init_from": cfg.init_from,
+                           "config": to_dict(cfg)}}  # the full TrainConfig: `--config` of it reruns the run
         # policy_version counts RL updates; imitation-training checkpoints are version 0.
         save_checkpoint(directory / POLICY_DIR, engine.module, norm_stats, policy_version=0, extra=extra)
     # Written last: a rank's state file marks its part of the checkpoint complete.
@@ -327,8 +329,8 @@ def train(cfg: TrainConfig, source: BatchSource, data_stats: NormStats, *, repor
     state = load_training_checkpoint(restore_dir, engine, rank) if restore_dir else TrainState()
     resumed_from = state.step
     if restore_dir and rank == 0:
-        print(f"[syvla.train] resumed {cfg.name} at step {state.step} "
-              f"(epoch {state.epoch}, micro-batch {state.batches_in_epoch})", flush=True)
+        write_line(f"[syvla.train] resumed {cfg.name} at step {state.step} "
+                   f"(epoch {state.epoch}, micro-batch {state.batches_in_epoch})")
     logger = MetricsLogger(log_dir, active=rank == 0, total_steps=cfg.max_steps)
     o = cfg.optim
     micro = cfg.micro_batch_size

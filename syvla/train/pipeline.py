@@ -11,11 +11,12 @@ import shutil
 import time
 from pathlib import Path
 
-from syvla.cli import field
+from syvla.cli import dump_configs, field
 from syvla.train.config import TrainConfig
 
 
 COLLECT_CHOICES = ("auto", "true", "false")
+RESOLVED_CONFIG_FILE = "config.yaml"  # storage_path/name/config.yaml: the run's TrainConfig as resolved
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,25 +40,39 @@ class DemoConfig:
         return self.collect == "true" or (self.collect == "auto" and not data_path_given)
 
 
+def check_demo_folders(demos: DemoConfig, prepared: str) -> None:
+    """Raise FileExistsError (naming the folder) unless the demo step may write both of its folders:
+    `prepared` (--data.path) empty, absent or prepared by this demo step (manifest origin
+    DEMO_ORIGIN), and `demos.raw` empty, absent or written by the simulator collector.
+    The pipelines call it before connecting to Ray; a user's data is never touched."""
+    from syvla.data import prepared as P
+    from syvla.sim.collect import check_output
+
+    out = Path(prepared)
+    if out.exists() and any(out.iterdir()):
+        m = P.read_manifest(out) if P.manifest_path(out).is_file() else None
+        if m is None or m.origin != P.DEMO_ORIGIN:
+            raise FileExistsError(f"--data.path {out} holds data the demo step did not prepare; it is left as it is. "
+                                  f"Train on it with --demos.collect false, or give the demos another --data.path")
+    try:
+        check_output(demos.raw)
+    except FileExistsError as e:
+        raise FileExistsError(f"--demos.raw {e}") from None
+
+
 def prepare_demos(demos: DemoConfig, prepared: str, chunk_len: int, collect_main) -> Path:
     """Collect (or reuse) the raw demos with the collect_sim pipeline's `main` and prepare them into
     `prepared` (--data.path), unless a prepared copy newer than them exists.
 
-    Writes only into a folder that is empty, absent, or was prepared by this demo step (manifest
-    origin DEMO_ORIGIN), checked before anything is collected: a user's prepared data or any other
-    folder is never touched (FileExistsError naming it).
+    Writes only where `check_demo_folders` allows, checked before anything is collected.
     """
     from syvla.data import prepared as P
     from syvla.data.prepare import PrepareConfig, prepare
 
+    check_demo_folders(demos, prepared)
     out, raw = Path(prepared), Path(demos.raw)
     manifest = P.manifest_path(out)
-    m = None
-    if out.exists() and any(out.iterdir()):
-        m = P.read_manifest(out) if manifest.is_file() else None
-        if m is None or m.origin != P.DEMO_ORIGIN:
-            raise FileExistsError(f"--data.path {out} holds data the demo step did not prepare; it is left as it is. "
-                                  f"Train on it with --demos.collect false, or give the demos another --data.path")
+    m = P.read_manifest(out) if manifest.is_file() else None
     rc = collect_main(["--tasks", demos.tasks, "--episodes_per_task", str(demos.episodes_per_task),
                        "--image_size", str(demos.image_size), "--output", demos.raw, "--seed", str(demos.seed)])
     if rc:
@@ -84,7 +99,8 @@ def train(cfg: TrainConfig, model_flags=None):
     from syvla.train.data import training_dataset
     from syvla.train.embodiments import resolve_model
 
-    cfg = resolve_model(cfg, model_flags)
+    cfg = resolve_model(cfg.with_absolute_paths(), model_flags)
+    saved = dump_configs(ray_train.log_dir(cfg).parent / RESOLVED_CONFIG_FILE, cfg)
     print(f"[train] {cfg.name}: embodiments " + ", ".join(
         f"{e.name} (state {e.state_dim}, action {e.action_dim}, cameras {list(e.cameras)})"
         for e in cfg.model.embodiments) + (f"; keeping tasks {list(cfg.data.tasks)} (--data.tasks)"
@@ -92,7 +108,7 @@ def train(cfg: TrainConfig, model_flags=None):
     stats = load_norm_stats(cfg.data.path)
     ds, sizes = training_dataset(cfg.data, seed=cfg.seed)
     print(f"[train] {cfg.name}: {cfg.stage} on {sizes} rows, {cfg.max_steps} steps x {cfg.global_batch_size} "
-          f"samples on {cfg.scale.num_workers} worker(s); run dir {ray_train.run_dir(cfg)}", flush=True)
+          f"samples on {cfg.scale.num_workers} worker(s); resolved config -> {saved} (--config reruns it)", flush=True)
     t0 = time.time()
     result = ray_train.fit(cfg, {"train": ds}, stats)
     if result.error is not None:
@@ -100,9 +116,24 @@ def train(cfg: TrainConfig, model_flags=None):
     return result, ray_train.policy_checkpoint(result), time.time() - t0
 
 
-def export_policy(policy_dir: Path, dest: str | Path) -> Path:
-    """Copy the final policy checkpoint to `dest` (replaced atomically enough for a local disk)."""
+def check_export_destination(dest: str | Path) -> Path:
+    """`dest` if the final policy may go there: absent, an empty folder, or a policy checkpoint (replaced).
+
+    Anything else (a user's folder, a file) raises FileExistsError; the pipelines call this before
+    training, so a run never ends unable to save its result.
+    """
+    from syvla.model.checkpoint import is_checkpoint_dir
+
     dest = Path(dest)
+    if dest.exists() and not (is_checkpoint_dir(dest) or (dest.is_dir() and not any(dest.iterdir()))):
+        raise FileExistsError(f"{dest} exists and is not a policy checkpoint: refusing to replace it; "
+                              f"choose another destination")
+    return dest
+
+
+def export_policy(policy_dir: Path, dest: str | Path) -> Path:
+    """Copy the final policy checkpoint to `dest`, replacing only a policy checkpoint already there."""
+    dest = check_export_destination(dest)
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(policy_dir, tmp)

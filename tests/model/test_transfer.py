@@ -39,3 +39,14 @@ def test_view_embedding_grows_and_keeps_the_checkpoint_rows():
     assert torch.equal(out[:2], old) and torch.equal(out[2:], fresh[2:])
     with pytest.raises(ValueError, match="expert.chunk_pos has shape"):
         fit_state_dict({"expert.chunk_pos": torch.zeros(50, 4)}, {"expert.chunk_pos": torch.zeros(40, 4)})
+
+
+def test_a_field_equal_to_the_checkpoints_passes_and_a_different_one_is_named():
+    from syvla.model.transfer import check_finetune_overrides
+
+    base = debug_config(embodiments=(ARM,))
+    check_finetune_overrides({"expert.width": base.expert.width, "embodiments": (ROBOT,)}, base)  # a saved run config
+    with pytest.raises(ValueError, match=r"--model\.expert\.width cannot be set .*\(it has 64\)"):
+        check_finetune_overrides({"expert.width": 128}, base)
+    with pytest.raises(ValueError, match=r"--model\.expert\.width"):
+        check_finetune_overrides({"expert.width": base.expert.width})  # no checkpoint config to compare with

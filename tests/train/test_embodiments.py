@@ -53,3 +53,27 @@ def test_missing_statistics_and_unrecorded_embodiments_are_named(robot_root):
     prepared.write_manifest(robot_root, dataclasses.replace(m, datasets={"synthetic": entry}))
     with pytest.raises(ValueError, match=r"dataset\(s\) \['synthetic'\] record no embodiment"):
         data_embodiments(robot_root)
+
+
+def test_given_embodiments_must_match_the_data_and_set_what_it_does_not_record(robot_root):
+    (e,) = data_embodiments(robot_root)
+    given = dataclasses.replace(e, vlm_camera="topview")
+    assert resolve_model(_cfg(robot_root), {"embodiments": (given,)}).model.embodiments == (given,)
+    with pytest.raises(ValueError, match=r"names 'arm', which is not in the prepared data"):
+        resolve_model(_cfg(robot_root), {"embodiments": (ARM,)})
+    with pytest.raises(ValueError, match=r"'synthetic' has state_dim 9 but the prepared data .* has 7"):
+        resolve_model(_cfg(robot_root), {"embodiments": (dataclasses.replace(e, state_dim=9),)})
+
+
+def test_export_replaces_a_policy_but_never_a_users_folder(tmp_path):
+    from syvla.train.pipeline import export_policy
+
+    src = make_debug_checkpoint(tmp_path / "src", cfg=debug_config(embodiments=(ARM,)))
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="is not a policy checkpoint"):
+        export_policy(src, user)
+    assert (user / "notes.txt").read_text() == "keep me"
+    dest = export_policy(src, tmp_path / "out")
+    assert export_policy(src, dest) == dest and (dest / "config.json").exists()  # a policy is replaced

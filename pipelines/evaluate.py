@@ -1,12 +1,14 @@
-"""Evaluate a policy checkpoint in Meta-World: success per task and open-loop action error.
+"""Evaluate a policy checkpoint: Meta-World success per task, and open-loop action error.
 
     python pipelines/evaluate.py --checkpoint checkpoints/finetune/finetune-debug --tasks reach-v3 --episodes 20
     python pipelines/evaluate.py --endpoint http://127.0.0.1:8000 --tasks reach-v3    # a served policy
+    python pipelines/evaluate.py --checkpoint CKPT --episodes 0 --heldout_data HELDOUT_PREPARED   # any robot, open loop
 
 In-process mode loads the checkpoint with `Policy` and drives a `SimRobot` (no Ray);
 episode k of a task uses layout seed --seed + k. The open-loop error compares sampled
 action chunks with expert chunks of held-out episodes (seeds --heldout_seed + k) against
-the mean-action baseline. Endpoint mode runs the same episodes through the robot API
+the mean-action baseline; with --heldout_data, on the robot datasets of a prepared root
+instead (your own robot's held-out episodes). Endpoint mode runs the same episodes through the robot API
 (syvla.sim.episodes.evaluate_endpoint). Flags: every field of syvla.sim.evaluate.EvalConfig
 and syvla.sim.episodes.EpisodeConfig; --json PATH writes the full result.
 """
@@ -43,9 +45,12 @@ def main(argv=None) -> int:
     result = evaluate(cfg, episodes)
     closed = result.get("closed_loop")
     if closed:
+        from syvla.intervals import SuccessRate
+
         last = episodes.seed + episodes.episodes - 1
-        for task, rate in closed["per_task"].items():
-            print(f"[evaluate] {task}: success {rate:.0%} over {episodes.episodes} episodes (seeds {episodes.seed}..{last})")
+        for task, r in closed["per_task_success"].items():
+            rate = SuccessRate(r["successes"], r["n"])
+            print(f"[evaluate] {task}: success {rate} (layout seeds {episodes.seed}..{last})")
     for task, r in result.get("open_loop", {}).items():
         verdict = "beats" if r["ratio"] <= 0.5 else "does NOT beat"
         print(f"[evaluate] {task}: open-loop MSE {r['policy_mse']:.4f} vs mean-action {r['baseline_mse']:.4f} "

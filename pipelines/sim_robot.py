@@ -77,9 +77,12 @@ def main(argv=None) -> int:
             from ray import serve
 
             serve.shutdown()
-    for task, rate in summary["per_task"].items():
-        print(f"[sim_robot] {task:32s} success {rate:.2f}")
-    print(f"[sim_robot] overall success {summary['success_rate']:.3f} over {summary['episodes']} episodes "
+    from syvla.intervals import SuccessRate
+
+    for task, r in summary["per_task_success"].items():
+        print(f"[sim_robot] {task:32s} success {SuccessRate(r['successes'], r['n'])}")
+    overall = SuccessRate(summary["success"]["successes"], summary["success"]["n"])
+    print(f"[sim_robot] overall success {overall} "
           f"({summary['aborted']} aborted: policy version retired mid-episode) in "
           f"{time.time() - t0:.0f} s; act p50 {summary['act_ms_p50']:.1f} ms, p99 {summary['act_ms_p99']:.1f} ms; "
           f"policy versions {summary['policy_versions']}", flush=True)

@@ -196,8 +196,11 @@ def run_episodes(policy: EpisodePolicy, cfg: EpisodeConfig, jobs: Sequence[tuple
 
 
 def summarize(results: Sequence[EpisodeResult]) -> dict:
-    """Success rate overall and per task (aborted episodes excluded), act latency percentiles (ms), the
-    policy versions seen, and every episode as a dict under "results"."""
+    """Success rate overall and per task (aborted episodes excluded), each also as counts with its 95%
+    Wilson interval ("success", "per_task_success": syvla.intervals.SuccessRate dicts), act latency
+    percentiles (ms), the policy versions seen, and every episode as a dict under "results"."""
+    from syvla.intervals import success_rate
+
     aborted = [ep for ep in results if ep.aborted]
     kept = [ep for ep in results if not ep.aborted]
     per_task: dict[str, list[bool]] = {}
@@ -207,6 +210,8 @@ def summarize(results: Sequence[EpisodeResult]) -> dict:
     return {
         "success_rate": float(np.mean([ep.success for ep in kept])) if kept else float("nan"),
         "per_task": {t: float(np.mean(s)) for t, s in sorted(per_task.items())},
+        "success": success_rate([ep.success for ep in kept]).to_dict(),
+        "per_task_success": {t: success_rate(s).to_dict() for t, s in sorted(per_task.items())},
         "episodes": len(kept),
         "aborted": len(aborted),
         "act_ms_p50": float(np.percentile(lat, 50)),

@@ -46,7 +46,7 @@ def vqa_rows(n: int) -> pa.Table:
 
 
 def write_prepared(root, tables: dict) -> None:
-    """A prepare_data-shaped folder (syvla.data.prepared): <root>/<name>/part.parquet per table, manifest, statistics."""
+    """A prepare_data-shaped folder (syvla.data.prepared): one shard per table, manifest, statistics."""
     from pathlib import Path
 
     import pyarrow.parquet as pq
@@ -56,7 +56,7 @@ def write_prepared(root, tables: dict) -> None:
     root = Path(root)
     for name, table in tables.items():
         (root / name).mkdir(parents=True)
-        pq.write_table(table, root / name / "part.parquet")
+        pq.write_table(table, root / name / prepared.shard_name(0))
     def embodiment(name, t):
         return prepared.embodiment_record(name, t, "native") if "robot" in t.column("kind").to_pylist() else None
 

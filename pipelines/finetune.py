@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     cfg, run_cfg, ray_cfg, demos = parse_configs(argv, __doc__, FinetuneRunConfig(), RayConfig(),
                                                  ("demos", pipeline.DemoConfig()), presets=PRESETS,
                                                  preset="finetune-debug", given=given)
-    model_flags = {k[len("model."):]: v for k, v in given.items() if k.startswith("model.")}
+    model_flags = pipeline.model_flags(given)
     if cfg.stage != "finetune" or not cfg.init_from:
         raise SystemExit("finetune.py needs a finetune preset and --init_from (a pretraining policy checkpoint)")
     from syvla.model.checkpoint import is_checkpoint_dir, read_config
@@ -49,11 +49,12 @@ def main(argv=None) -> int:
 
     if not is_checkpoint_dir(cfg.init_from):
         raise SystemExit(f"--init_from {cfg.init_from} is not a policy checkpoint: run pipelines/pretrain.py first")
+    checkpoint_model = read_config(cfg.init_from)
     try:
-        check_finetune_overrides(model_flags, read_config(cfg.init_from))
+        check_finetune_overrides(model_flags, checkpoint_model)
     except ValueError as e:
         raise SystemExit(f"finetune.py: {e}")
-    chunk_len = read_config(cfg.init_from).expert.chunk_len
+    chunk_len = checkpoint_model.expert.chunk_len
     groups = [(t,) for t in cfg.data.tasks] if run_cfg.per_task and cfg.data.tasks else [cfg.data.tasks]
     runs = [dataclasses.replace(cfg, name=f"{cfg.name}-{tasks[0]}" if run_cfg.per_task and tasks else cfg.name,
                                 data=dataclasses.replace(cfg.data, tasks=tasks)) for tasks in groups]
@@ -62,10 +63,8 @@ def main(argv=None) -> int:
             pipeline.check_export_destination(Path(run_cfg.out_dir) / run.name)
     except FileExistsError as e:
         raise SystemExit(f"finetune.py: --out_dir {e}")
-    collect = demos.wanted(data_path_given="data.path" in given)
     try:
-        if collect:
-            pipeline.check_demo_folders(demos, cfg.data.path)
+        collect = pipeline.demo_step(demos, cfg.data.path, given)
     except FileExistsError as e:
         raise SystemExit(f"finetune.py: {e}")
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)

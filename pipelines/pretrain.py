@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     cfg, export, ray_cfg, demos = parse_configs(argv, __doc__, ExportConfig(), RayConfig(),
                                                 ("demos", pipeline.DemoConfig()), presets=PRESETS,
                                                 preset="pretrain-debug", given=given)
-    model_flags = {k[len("model."):]: v for k, v in given.items() if k.startswith("model.")}
+    model_flags = pipeline.model_flags(given)
     if cfg.stage != "pretrain":
         raise SystemExit(f"pretrain.py runs stage 'pretrain', the preset has {cfg.stage!r}")
     dest = export.out or Path("checkpoints") / "pretrain" / cfg.name
@@ -47,10 +47,8 @@ def main(argv=None) -> int:
         pipeline.check_export_destination(dest)
     except FileExistsError as e:
         raise SystemExit(f"pretrain.py: --out {e}")
-    collect = demos.wanted(data_path_given="data.path" in given)
     try:
-        if collect:
-            pipeline.check_demo_folders(demos, cfg.data.path)
+        collect = pipeline.demo_step(demos, cfg.data.path, given)
     except FileExistsError as e:
         raise SystemExit(f"pretrain.py: {e}")
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)

@@ -235,7 +235,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, prefix: str = "", d
             help_text = f"{help_text}; a YAML/JSON list of {{{', '.join(item_fields)}}}"
         if defaults is not None:
             shown = getattr(defaults, name)
-            shown = to_dict(defaults)[name] if item_cls is not None else shown
+            if item_cls is not None:  # as YAML would spell it
+                shown = [to_dict(item) for item in shown]
             help_text = f"{help_text} (default: {shown!r})"
         help_text = help_text.replace("%", "%%")  # argparse %-formats help text
         if tp is bool:

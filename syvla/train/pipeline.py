@@ -60,6 +60,20 @@ def check_demo_folders(demos: DemoConfig, prepared: str) -> None:
         raise FileExistsError(f"--demos.raw {e}") from None
 
 
+def model_flags(given: dict) -> dict:
+    """The `--model.*` entries of parse_configs' `given` ({dotted field under model: value})."""
+    return {k[len("model."):]: v for k, v in given.items() if k.startswith("model.")}
+
+
+def demo_step(demos: DemoConfig, data_path: str, given: dict) -> bool:
+    """Whether the run collects and prepares demos (`demos.wanted`), with `check_demo_folders` done
+    when it does; the pipelines call it before connecting to Ray."""
+    collect = demos.wanted(data_path_given="data.path" in given)
+    if collect:
+        check_demo_folders(demos, data_path)
+    return collect
+
+
 def prepare_demos(demos: DemoConfig, prepared: str, chunk_len: int, collect_main) -> Path:
     """Collect (or reuse) the raw demos with the collect_sim pipeline's `main` and prepare them into
     `prepared` (--data.path), unless a prepared copy newer than them exists.

@@ -32,6 +32,18 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return path
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to `path` atomically (temp file beside it, then rename): optimizer states and the like."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():

@@ -302,6 +302,45 @@ def from_eef_relative(rel: np.ndarray, states: np.ndarray, spec: EefSpec, rotati
     return out
 
 
+_IDENTITY = {"axis_angle": (0.0, 0.0, 0.0), "euler_xyz": (0.0, 0.0, 0.0), "quat_wxyz": (1.0, 0.0, 0.0, 0.0),
+             "rot6d": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)}  # "no rotation" in each format
+
+
+def hold_still(last_action, representation: str = "native", spec: EefSpec | None = None,
+               rotation: str = "axis_angle") -> tuple[np.ndarray, str]:
+    """(the action that keeps the robot where it is after `last_action`, which rule gave it).
+
+    What "hold still" is depends on the action representation: an EEF-relative or
+    world-delta action holds with no motion and no rotation, the gripper command
+    kept ("hold_still"); an absolute target holds by repeating itself ("repeat_last").
+    A native action of a robot without an EefSpec is read as an absolute target
+    (joint or pose), so it repeats: give the robot a spec when its actions are deltas."""
+    last = np.asarray(last_action, np.float32)
+    if representation == "eef_relative":
+        hold = np.zeros_like(last)
+        hold[3:3 + ROTATION_WIDTHS[rotation]] = _IDENTITY[rotation]
+        hold[-1] = last[-1]  # the gripper command, copied as is
+        return hold, "hold_still"
+    if representation != "native":
+        raise ValueError(f"action representation must be one of {ACTION_REPRESENTATIONS}, got {representation!r}")
+    if spec is None or spec.action_type == "absolute_pose":
+        return last.copy(), "repeat_last"
+    hold = np.zeros_like(last)
+    if spec.action_rotation is not None:
+        a, b = spec.action_rotation
+        hold[a:b] = _IDENTITY[spec.action_rotation_format]
+    if spec.gripper is not None:
+        hold[spec.gripper] = last[spec.gripper]
+    return hold, "hold_still"
+
+
+def known_eef_specs() -> dict[str, EefSpec]:
+    """{dataset name: EefSpec} of the robots this package knows (Meta-World); callers add their own."""
+    from syvla.sim import metaworld as mw  # import-light: no simulator
+
+    return {mw.DATASET_NAME: mw.EEF_SPEC}
+
+
 def eef_spec(dataset: str, specs: Mapping[str, EefSpec]) -> EefSpec:
     """The spec of `dataset` in `specs` ({dataset name: EefSpec}); a dataset without one raises
     (no silent pass-through)."""
@@ -317,7 +356,7 @@ ACTION_REPRESENTATIONS = ("native", "eef_relative")  # what prepare writes into 
 def to_action_representation(table: pa.Table, representation: str, rotation: str = "axis_angle",
                              specs: Mapping[str, EefSpec] | None = None) -> pa.Table:
     """Replace the robot rows' `action` [frames, action_dim] by the chosen representation (native: unchanged;
-    eef_relative: [frames, unified_dim(rotation)] per the dataset's EefSpec in `specs`)."""
+    eef_relative: [frames, unified_dim(rotation)] per the dataset's EefSpec in `specs`, default the known robots)."""
     if representation == "native":
         return table
     if representation != "eef_relative":
@@ -329,6 +368,6 @@ def to_action_representation(table: pa.Table, representation: str, rotation: str
     if len(names) != 1 or not robot.all():
         raise ValueError(f"eef_relative conversion takes batches of one robot dataset, got {sorted(names)} "
                          f"with {int((~robot).sum())} non-robot rows")
-    spec = eef_spec(names.pop(), specs or {})
+    spec = eef_spec(names.pop(), known_eef_specs() if specs is None else specs)
     rel = to_eef_relative(vectors(table, K.ACTION), vectors(table, K.STATE), spec, rotation)
     return table.set_column(table.schema.get_field_index(K.ACTION), table.schema.field(K.ACTION), list_column(rel))

@@ -1,9 +1,14 @@
 """Action chunks per frame, image decoding/resizing, and prepared rows as model samples.
 
 * :func:`chunk_actions` / :func:`add_chunks`: for each frame t of an episode,
-  ``actions[t:t + chunk_len]``; past the episode end the last action repeats and
+  ``actions[t:t + chunk_len]``; past the episode end the chunk holds still
+  (`syvla.data.actions.hold_still`: no motion with the gripper kept for delta and
+  EEF-relative actions, the last target repeated for absolute ones) and
   ``action_mask`` is False (columns ``constants.ACTIONS`` / ``ACTION_MASK``,
-  docs/architecture.md "Chunked samples"). VQA rows get empty chunks.
+  docs/architecture.md "Chunked samples"). VQA rows get empty chunks. Fine-tuning,
+  RL's expert frames and open-loop evaluation all chunk through `add_chunks`.
+* :func:`loss_mask`: which chunk steps a loss fits (the valid ones, or all of them
+  with ``train_on_padding``): one rule for fine-tuning and for RL's expert frames.
 * :func:`resize_views`: one resize per model tower (the VLM and the action
   expert's SigLIP take different sizes).
 * :func:`row_to_sample`: a chunked row -> the `syvla.model.sample.Sample` that
@@ -34,8 +39,11 @@ PREPARED_SCHEMA = FRAME_SCHEMA.append(pa.field(K.ACTIONS, pa.list_(pa.list_(pa.f
 )
 
 
-def chunk_actions(actions: np.ndarray, chunk_len: int = DEFAULT_CHUNK_LEN) -> tuple[np.ndarray, np.ndarray]:
-    """One episode's actions [T, A] -> chunks [T, chunk_len, A] and mask [T, chunk_len] (False on padding)."""
+def chunk_actions(actions: np.ndarray, chunk_len: int = DEFAULT_CHUNK_LEN,
+                  pad: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One episode's actions [T, A] -> chunks [T, chunk_len, A] and mask [T, chunk_len] (False on padding).
+
+    Steps past the episode's end hold `pad` [A] (the hold-still action); None repeats the last action."""
     actions = np.asarray(actions)
     if actions.ndim != 2:
         raise ValueError(f"actions must be [frames, action_dim], got shape {actions.shape}")
@@ -44,11 +52,43 @@ def chunk_actions(actions: np.ndarray, chunk_len: int = DEFAULT_CHUNK_LEN) -> tu
     n = actions.shape[0]
     idx = np.arange(n)[:, None] + np.arange(chunk_len)[None, :]
     mask = idx < n
-    return actions[np.minimum(idx, n - 1)], mask
+    if pad is None:
+        return actions[np.minimum(idx, n - 1)], mask
+    pad = np.asarray(pad, actions.dtype)
+    if pad.shape != actions.shape[1:]:
+        raise ValueError(f"pad must be one action [{actions.shape[1]}], got shape {pad.shape}")
+    return np.concatenate([actions, pad[None]])[np.minimum(idx, n)], mask
 
 
-def add_chunks(table: pa.Table, chunk_len: int = DEFAULT_CHUNK_LEN) -> pa.Table:
-    """Append ACTIONS and ACTION_MASK to a frame table of whole episodes (PREPARED_SCHEMA column order)."""
+def loss_mask(mask, train_on_padding: bool):
+    """The chunk steps a flow-matching loss fits: `mask` (the episode's own steps), or every step with
+    `train_on_padding` (the hold-still padding too: the policy learns to stop at the end). numpy or torch."""
+    if not train_on_padding:
+        return mask
+    if isinstance(mask, np.ndarray):
+        return np.ones_like(mask, dtype=bool)
+    import torch
+
+    return torch.ones_like(mask, dtype=torch.bool)
+
+
+def padding_rule(dataset: str, representation: str = "native", rotation: str = "axis_angle",
+                 specs: Mapping[str, Any] | None = None):
+    """f(last_action) -> (pad action, rule name) for `dataset`'s chunks (syvla.data.actions.hold_still);
+    `specs` ({dataset: EefSpec}) defaults to the robots this package knows."""
+    from syvla.data.actions import hold_still, known_eef_specs
+
+    spec = (known_eef_specs() if specs is None else specs).get(dataset)
+    return lambda last: hold_still(last, representation, spec, rotation)
+
+
+def add_chunks(table: pa.Table, chunk_len: int = DEFAULT_CHUNK_LEN, representation: str = "native",
+               rotation: str = "axis_angle", specs: Mapping[str, Any] | None = None) -> pa.Table:
+    """Append ACTIONS and ACTION_MASK to a frame table of whole episodes (PREPARED_SCHEMA column order).
+
+    `representation` / `rotation` name the form the table's actions are already in and `specs`
+    ({dataset: EefSpec}, default: the known robots) where their EEF pose is: together they decide
+    the hold-still padding (`padding_rule`)."""
     if chunk_len < 1:
         raise ValueError(f"chunk_len must be >= 1, got {chunk_len}")
     table = sort_frames(table)
@@ -66,7 +106,9 @@ def add_chunks(table: pa.Table, chunk_len: int = DEFAULT_CHUNK_LEN) -> pa.Table:
                 f"episode {ep.column(K.DATASET)[0]}/{ep.column(K.EPISODE_ID)[0]}: frame_index must run "
                 f"0..{stop - start - 1}; chunking needs whole episodes in one batch"
             )
-        chunks, mask = chunk_actions(vectors(ep, K.ACTION), chunk_len)
+        acts = vectors(ep, K.ACTION)
+        pad, _ = padding_rule(ep.column(K.DATASET)[0].as_py(), representation, rotation, specs)(acts[-1])
+        chunks, mask = chunk_actions(acts, chunk_len, pad)
         values.append(chunks.reshape(-1, chunks.shape[-1]))
         masks.append(mask.reshape(-1))
         chunk_lens[start:stop] = chunk_len
@@ -191,4 +233,5 @@ def clean_and_chunk_table(table: pa.Table, lookup, chunk_len: int, representatio
     table = apply_decisions(table, lookup)
     if table.num_rows == 0:
         return PREPARED_SCHEMA.empty_table()
-    return add_chunks(to_action_representation(table, representation, rotation, specs), chunk_len)
+    return add_chunks(to_action_representation(table, representation, rotation, specs), chunk_len, representation,
+                      rotation, specs)

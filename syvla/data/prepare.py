@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
@@ -46,7 +47,7 @@ from syvla import constants as K
 from syvla.cli import field
 from syvla.data import actions as act
 from syvla.data import prepared
-from syvla.data.chunking import DEFAULT_CHUNK_LEN, clean_and_chunk_table
+from syvla.data.chunking import DEFAULT_CHUNK_LEN, clean_and_chunk_table, padding_rule
 from syvla.data.cleaning import (SUMMARY_SCHEMA, UNREADABLE, CleaningConfig, CleaningReport, decide, decision_lookup,
                                  kept_robot_frames, summarize_episodes, unreadable_summaries)
 from syvla.data.readers import (ReadUnit, UnreadableEpisode, declared_metadata, episode_blocks, iter_unit,
@@ -235,8 +236,10 @@ def check_output(cfg: PrepareConfig) -> bool:
 def prepare(cfg: PrepareConfig, eef_specs: Mapping[str, act.EefSpec] | None = None) -> PrepareResult:
     """Run the whole prepare pipeline on the connected Ray cluster; see the module docstring.
 
-    `eef_specs` ({dataset name: EefSpec}) serves action_representation "eef_relative"."""
+    `eef_specs` ({dataset name: EefSpec}, added to the robots this package knows) serves action_representation
+    "eef_relative" and the hold-still padding of the chunks (syvla.data.chunking.padding_rule)."""
     t0 = time.time()
+    eef_specs = {**act.known_eef_specs(), **(eef_specs or {})}
     out = Path(cfg.output).resolve()  # Ray tasks may run in another working directory (or on another node)
     if check_output(cfg):
         shutil.rmtree(out)
@@ -277,7 +280,12 @@ def prepare(cfg: PrepareConfig, eef_specs: Mapping[str, act.EefSpec] | None = No
         entries[dataset] = prepared.DatasetEntry(path=dataset, source=path, files=len(written), frames=d.frames_out,
                                                  episodes=d.episodes_out, kind=_dataset_kind(summaries),
                                                  embodiment=embodiment)
-        _log(f"{dataset}: wrote {len(written)} shard(s) to {out / dataset} ({time.time() - t1:.1f} s)")
+        padding = "none"
+        if embodiment is not None:
+            rule = padding_rule(dataset, cfg.action_representation, cfg.eef_rotation, eef_specs)
+            padding = rule(np.zeros(embodiment.action_dim, np.float32))[1]
+        _log(f"{dataset}: wrote {len(written)} shard(s) to {out / dataset} ({time.time() - t1:.1f} s); chunk "
+             f"padding past the episode end: {padding}")
     shutil.rmtree(prepared.cache_dir(out), ignore_errors=True)
     robot = sorted(n for n, frames in robot_frames.items() if frames)
     # Datasets without robot frames (VQA) have nothing to normalize and get no entry.

@@ -101,6 +101,13 @@ def read_metadata(directory: str | Path) -> dict:
     return raw
 
 
+def read_train_on_padding(directory: str | Path) -> bool | None:
+    """Whether the imitation training that made this checkpoint fitted the chunks' hold-still padding
+    (its TrainConfig.train_on_padding, carried through RL versions); None when it records no training."""
+    value = read_metadata(directory).get("train", {}).get("config", {}).get("train_on_padding")
+    return None if value is None else bool(value)
+
+
 def read_config(directory: str | Path) -> SyVLAConfig:
     return SyVLAConfig.from_dict(read_metadata(directory)["model"])
 

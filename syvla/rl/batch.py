@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from syvla.data.chunking import loss_mask
 from syvla.model.config import SyVLAConfig
 from syvla.model.sample import Sample
 from syvla.rl.advantages import AdvantageConfig, batch_advantages, trajectory_advantages
@@ -77,7 +78,8 @@ class PolicyBatch:
 
 
 def merge_batch(steps: RolloutSteps, rollout_adv, expert_samples: Sequence[Sample], expert_gae, current_version: int,
-                cfg: RLConfig, policy_cfg: SyVLAConfig, generator: torch.Generator | None = None) -> PolicyBatch:
+                cfg: RLConfig, policy_cfg: SyVLAConfig, generator: torch.Generator | None = None,
+                expert_train_on_padding: bool = False) -> PolicyBatch:
     """Rollout steps + expert frames -> one PolicyBatch.
 
     rollout_adv [M]: clipped GAE of the rollout steps (`rollout_advantages`).
@@ -87,6 +89,8 @@ def merge_batch(steps: RolloutSteps, rollout_adv, expert_samples: Sequence[Sampl
     from (`current_version`), as PPO's theta_old. Rollout steps keep their own version.
     The (tau, eps) pairs are drawn here once and travel with the batch, so l_old and
     l_new see the same pairs (../shared/notes/rl.md).
+    Expert frames are scored on the chunk steps fine-tuning fitted: `loss_mask(mask,
+    expert_train_on_padding)` (`RLConfig.expert_train_on_padding(checkpoint)`), the one rule.
     """
     m, e = len(steps), len(expert_samples)
     if not cfg.use_expert_data and e:
@@ -97,6 +101,8 @@ def merge_batch(steps: RolloutSteps, rollout_adv, expert_samples: Sequence[Sampl
     gae = np.concatenate([np.asarray(rollout_adv, np.float32), ex_gae])
     is_expert = np.concatenate([np.zeros(m, bool), np.ones(e, bool)])
     adv = batch_advantages(gae, is_expert, cfg.advantage)
+    expert_samples = [dataclasses.replace(s, action_mask=loss_mask(s.action_mask, expert_train_on_padding))
+                      for s in expert_samples]
     versions = np.concatenate([steps.versions, np.full(e, current_version, np.int64)])
     tau, eps = draw_mc_pairs(m + e, cfg.fpo.n_mc, policy_cfg.expert.chunk_len, policy_cfg.max_action_dim,
                              policy_cfg.flow, generator=generator)

@@ -42,13 +42,17 @@ class RLConfig:
     max_staleness: int = field(0, "accept rollouts of policy versions up to this many behind the current one "
                                    "(their l_old uses their own weights); 0 = on-policy only")
     final_eval: bool = field(True, "after the last update, collect one more batch to measure the final version")
+    train_on_padding: str = field("checkpoint", "chunk steps the losses fit on expert frames: 'checkpoint' = the "
+                                  "rule the policy was fine-tuned with (its train_on_padding; false when it records "
+                                  "none), 'true' = every step, the hold-still padding too, 'false' = the demo's own "
+                                  "steps (syvla.data.chunking.loss_mask)")
     score_steps: int = field(10, "leading steps of each served chunk the policy loss scores (= actions the robot "
                                   "executes per chunk); 0 = the whole chunk")
     # ---- the policy update (FPO-style PPO, ../shared/notes/rl.md) -----------------------------------
     update_steps: int = field(8, "K: optimizer steps per RL episode (minibatches over the merged batch)")
     minibatch_size: int = field(32, "samples per optimizer step over all learners")
-    lr: float = field(1e-5, "AdamW learning rate of the policy (the paper gives none; 1e-4 visibly degraded a "
-                                 "trained reach-v3 policy within 3 updates, docs/rl.md)")
+    lr: float = field(1e-5, "AdamW learning rate of the policy (the paper gives none; docs/rl.md records the runs); "
+                            "0 with weight_decay 0 = a null update: the published version equals its parent bit for bit")
     weight_decay: float = field(0.0, "AdamW weight decay of the policy")
     grad_clip: float = field(1.0, "global gradient L2-norm clip of the policy")
     fpo: FPOConfig = field(default_factory=FPOConfig, help="FPO-style PPO ratio and clipping (--fpo.*)")
@@ -89,14 +93,17 @@ class RLConfig:
                              f"got {self.rollouts_per_episode}")
         if not 1 <= self.min_rollouts <= self.rollouts_per_episode:
             raise ValueError(f"RLConfig.min_rollouts must be in 1..rollouts_per_episode, got {self.min_rollouts}")
-        for name in ("collect_timeout_s", "poll_s", "update_steps", "minibatch_size", "lr", "grad_clip",
+        for name in ("collect_timeout_s", "poll_s", "update_steps", "minibatch_size", "grad_clip",
                      "keep_versions", "num_learners", "expert_stride", "value_lr", "value_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"RLConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_staleness", "score_steps", "weight_decay", "max_expert_episodes", "value_warmup_steps",
+        for name in ("lr", "max_staleness", "score_steps", "weight_decay", "max_expert_episodes", "value_warmup_steps",
                      "value_steps", "actor_cpus", "learner_gpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RLConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.train_on_padding not in ("checkpoint", "true", "false"):
+            raise ValueError(f"RLConfig.train_on_padding must be 'checkpoint', 'true' or 'false', got "
+                             f"{self.train_on_padding!r}")
         if self.max_staleness >= self.keep_versions:
             raise ValueError(f"RLConfig.max_staleness ({self.max_staleness}) must be < keep_versions "
                              f"({self.keep_versions}): stale rollouts need their behaviour weights")
@@ -105,6 +112,14 @@ class RLConfig:
                              f"({self.num_learners})")
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise ValueError(f"RLConfig.device must be cpu or cuda[:i], got {self.device!r}")
+
+    def expert_train_on_padding(self, checkpoint) -> bool:
+        """train_on_padding resolved against the checkpoint RL starts from."""
+        if self.train_on_padding != "checkpoint":
+            return self.train_on_padding == "true"
+        from syvla.model.checkpoint import read_train_on_padding
+
+        return bool(read_train_on_padding(checkpoint))
 
     @property
     def ablation(self) -> str:

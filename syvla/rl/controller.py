@@ -18,6 +18,8 @@ version each rollout came from, the episodes consumed, the metrics. A new
 controller on the same run directory resumes from it: it reloads the learners'
 and the value model's weights, re-publishes the current version (a no-op when
 Serve already has it) and redoes the interrupted RL episode with fresh rollouts.
+The learners' AdamW state persists across RL episodes and is saved after every
+update (`optimizer.pt`), so a resumed run goes on with the same moments.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from syvla.runstate import read_json, to_json, write_json
 
 STATE_FILE = "state.json"  # RunState, in the run directory
 VALUE_FILE = "value.safetensors"  # the value model's weights, beside it
+OPTIMIZER_FILE = "optimizer.pt"  # the learners' AdamW state at the newest version, beside it
 _STATE_FORMAT = 1
 
 Publish = Callable[[str, int], None]  # (checkpoint dir, version): make every replica serve it
@@ -99,6 +102,10 @@ class RLController:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.base_checkpoint, self.base_version = str(Path(base_checkpoint).resolve()), int(base_version)
         self.publish, self.on_collect, self.log = publish, on_collect, log
+        self.expert_train_on_padding = cfg.expert_train_on_padding(base_checkpoint)
+        if cfg.use_expert_data:
+            fits = "every chunk step, the hold-still padding too" if self.expert_train_on_padding else "their own steps"
+            self.log(f"[rl] expert frames' losses fit {fits} (train_on_padding={cfg.train_on_padding})")
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self) -> RunState:
@@ -140,7 +147,8 @@ class RLController:
         values = self.workers.value.values(steps.samples)
         adv, returns = rollout_advantages(steps, values, cfg.advantage)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + episode)
-        batch = merge_batch(steps, adv, experts, expert_gae, state.version, cfg, self.policy_cfg, gen)
+        batch = merge_batch(steps, adv, experts, expert_gae, state.version, cfg, self.policy_cfg, gen,
+                            self.expert_train_on_padding)
         lap("advantages")
         # 4. update: K PPO steps on the merged batch (learners all-reduce gradients); value on lambda-returns
         policy_stats = self.workers.learners.update(batch)
@@ -150,6 +158,7 @@ class RLController:
         # 5. publish: a new version; the checkpoint and state exist before any replica can serve it
         version = state.version + 1
         ckpt = self.workers.learners.save(str(self.run_dir / "policies" / f"v{version}"), version)
+        self.workers.learners.save_optimizer(str(self.run_dir / OPTIMIZER_FILE), version)  # AdamW goes on
         state.version, state.checkpoints[str(version)] = version, str(ckpt)
         state.consumed += steps.episode_ids
         state.rollout_versions[str(episode)] = {t.episode_id: t.policy_version for t in got.trajectories}
@@ -186,6 +195,10 @@ class RLController:
             self.log(f"[rl] resuming {self.run_dir} at RL episode {state.episode} on version {state.version} ({ckpt})")
             if state.version != self.base_version:
                 self.workers.learners.load(ckpt)
+                opt = self.run_dir / OPTIMIZER_FILE
+                restored = opt.is_file() and self.workers.learners.load_optimizer(str(opt), state.version)
+                self.log(f"[rl] optimizer state of v{state.version} " + (
+                    f"restored from {opt}" if restored else f"not found in {opt}: AdamW restarts empty"))
             if (self.run_dir / VALUE_FILE).exists():
                 self.workers.value.load(str(self.run_dir / VALUE_FILE))
             self.workers.buffer.forget(state.consumed)

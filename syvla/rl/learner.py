@@ -35,7 +35,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from syvla.model.checkpoint import load_checkpoint, save_checkpoint
+from syvla.model.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from syvla.runstate import atomic_torch_save
 from syvla.model.processing import Batch, build_batch
 from syvla.rl.batch import PolicyBatch
 from syvla.rl.config import RLConfig
@@ -53,6 +54,7 @@ class PolicyLearner:
         self.cfg, self.rank, self.world = cfg, rank, world_size
         self.device = torch.device(cfg.device)
         self.model, self.norm_stats, self.version = load_checkpoint(ckpt_dir, self.device)
+        self._train_meta = read_metadata(ckpt_dir).get("train")  # carried into every RL version
         self.model.eval()  # no dropout: l_old and l_new must be the same function of the weights
         if cfg.ablate_decoupling:  # Table 3 "w/o Intention Decoupling": the one switch is the model's
             mcfg = self.model.cfg
@@ -87,13 +89,29 @@ class PolicyLearner:
             self._behaviour.pop(old, None)
 
     def load(self, ckpt_dir: str | Path) -> int:
-        """Continue from a saved policy (resume): weights and version; the optimizer starts afresh."""
+        """Continue from a saved policy (resume): weights and version. The optimizer restarts empty;
+        `load_optimizer` restores its state (saved with `save_optimizer` after every update)."""
         model, _, version = load_checkpoint(ckpt_dir, self.device)
         self.model.load_state_dict(model.state_dict())
         self.opt = torch.optim.AdamW(self.params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         self.version = version
         self.add_version(version, ckpt_dir)
         return version
+
+    def save_optimizer(self, path: str | Path, version: int) -> str:
+        """Write the AdamW state reached at `version` (one file, replaced atomically: the newest only)."""
+        atomic_torch_save({"version": int(version), "optimizer": self.opt.state_dict()}, path)
+        return str(path)
+
+    def load_optimizer(self, path: str | Path, version: int) -> bool:
+        """Restore the AdamW state saved at `version`; False (state left empty) when the file holds another."""
+        saved = torch.load(path, map_location=self.device, weights_only=True)
+        if int(saved["version"]) != int(version):
+            return False
+        self.opt.load_state_dict(saved["optimizer"])
+        for group in self.opt.param_groups:  # this run's settings, not the saved ones
+            group["lr"], group["weight_decay"] = self.cfg.lr, self.cfg.weight_decay
+        return True
 
     def _behaviour_model(self, version: int):
         if version == self.version:
@@ -259,8 +277,10 @@ class PolicyLearner:
     # ---- publishing ---------------------------------------------------------------------------------
     def save(self, path: str | Path, version: int) -> str:
         """Write the current weights as checkpoint `version` (the caller makes one learner do it)."""
-        out = save_checkpoint(path, self.model, self.norm_stats, int(version),
-                              extra={"rl": {"parent_version": self.version, "ablation": self.cfg.ablation}})
+        extra = {"rl": {"parent_version": self.version, "ablation": self.cfg.ablation}}
+        if self._train_meta is not None:  # how the imitation policy was trained (its train_on_padding, ...)
+            extra["train"] = self._train_meta
+        out = save_checkpoint(path, self.model, self.norm_stats, int(version), extra=extra)
         return str(out)
 
     def set_version(self, version: int, ckpt_dir: str | Path) -> None:
@@ -308,6 +328,14 @@ class LearnerGroup:
 
     def load(self, ckpt_dir: str) -> int:
         return self._all("load", [(ckpt_dir,)] * len(self.learners))[0]
+
+    def save_optimizer(self, path: str, version: int) -> str:
+        """Learner 0 writes the optimizer state (every learner holds the same: same all-reduced gradients)."""
+        (out,) = self._run_all([(getattr(self.learners[0], "save_optimizer"), (path, version))])
+        return out
+
+    def load_optimizer(self, path: str, version: int) -> bool:
+        return all(self._all("load_optimizer", [(path, version)] * len(self.learners)))
 
     def checksums(self) -> list[float]:
         return self._all("weights_checksum", [()] * len(self.learners))

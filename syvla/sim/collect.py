@@ -34,6 +34,9 @@ class CollectSimConfig:
     seed: int = field(0, "draws every episode's layout seed and which episodes get CoT text")
     cot_fraction: float = field(0.1, "fraction of episodes with templated chain-of-thought text per frame, in [0, 1]")
     max_steps: int = field(200, "env steps per episode; the experts succeed in 35-140 steps")
+    tail_steps: int = field(mw.SUCCESS_TAIL_STEPS, "expert steps recorded after the first success")
+    rest_steps: int = field(mw.REST_STEPS, "then frames of the hold-still action (no motion, gripper kept) that "
+                                           "end each demo at rest; 0 = none")
     output: str = field("data/metaworld", "dataset folder (git-ignored)")
     codec: str = field("h264", "video codec: h264 (fast on CPU) or av1")
     workers: int = field(0, "parallel collectors; 0 = one per CPU Ray reports")
@@ -62,6 +65,9 @@ class CollectSimConfig:
             raise ValueError("CollectSimConfig.output must be a folder path")
         if self.codec not in ("h264", "av1"):
             raise ValueError(f"CollectSimConfig.codec must be 'h264' or 'av1', got {self.codec!r}")
+        if self.tail_steps < 0 or self.rest_steps < 0:
+            raise ValueError(f"CollectSimConfig.tail_steps and rest_steps must be >= 0, got {self.tail_steps} and "
+                             f"{self.rest_steps}")
         if self.workers < 0 or self.num_cpus < 1:
             raise ValueError("CollectSimConfig.workers must be >= 0 and num_cpus >= 1")
 
@@ -101,14 +107,20 @@ def episode_plan(cfg: CollectSimConfig) -> list[EpisodeSpec]:
 class EpisodeCollector:
     """Runs expert episodes, reusing one SimRobot (env + renderer per task)."""
 
-    def __init__(self, image_size: int, views, max_steps: int):
+    def __init__(self, image_size: int, views, max_steps: int, tail_steps: int = mw.SUCCESS_TAIL_STEPS,
+                 rest_steps: int = mw.REST_STEPS):
         self.robot = SimRobot(image_size=image_size, views=views)
         self.image_size, self.views, self.max_steps = image_size, tuple(views), max_steps
+        self.tail_steps, self.rest_steps = tail_steps, rest_steps
+
+    @classmethod
+    def for_config(cls, cfg: CollectSimConfig) -> "EpisodeCollector":
+        return cls(cfg.image_size, cfg.view_list, cfg.max_steps, cfg.tail_steps, cfg.rest_steps)
 
     def run(self, spec: EpisodeSpec) -> pa.Table:
         return run_expert_episode(spec.task, spec.seed, image_size=self.image_size, views=self.views,
                                   max_steps=self.max_steps, cot=spec.cot, episode_id=spec.episode_id,
-                                  robot=self.robot)
+                                  robot=self.robot, tail_steps=self.tail_steps, rest_steps=self.rest_steps)
 
     def close(self) -> None:
         self.robot.close()
@@ -204,7 +216,7 @@ def write_episodes(cfg: CollectSimConfig, finished: Iterable[tuple[EpisodeSpec, 
 def collect_local(cfg: CollectSimConfig, log=print) -> Path:
     """Single-process collection (no Ray): the same dataset as syvla.sim.ray_collect.collect."""
     specs = episode_plan(cfg)
-    worker = EpisodeCollector(cfg.image_size, cfg.view_list, cfg.max_steps)
+    worker = EpisodeCollector.for_config(cfg)
     try:
         _, progress = write_episodes(cfg, ((spec, worker.run(spec)) for spec in specs), len(specs), log)
     finally:

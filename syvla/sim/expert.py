@@ -16,8 +16,8 @@ import pyarrow as pa
 from syvla import constants as K
 from syvla.data import images
 from syvla.data.schema import conform
-from syvla.sim.metaworld import (CAMERAS, DATASET_NAME, MAX_PATH_LENGTH, SUCCESS_TAIL_STEPS, TASK_PLANS, check_task,
-                                 instruction, plan_text)
+from syvla.sim.metaworld import (CAMERAS, DATASET_NAME, MAX_PATH_LENGTH, REST_STEPS, SUCCESS_TAIL_STEPS, TASK_PLANS,
+                                 check_task, hold_still_action, instruction, plan_text)
 from syvla.sim.robot import SimRobot
 
 _CONTACT_RADIUS = 0.06  # m: hand-to-object distance that counts as "at the object" (experts get within ~0.04)
@@ -61,12 +61,17 @@ def run_expert_episode(
     episode_id: int = 0,
     robot: SimRobot | None = None,
     tail_steps: int = SUCCESS_TAIL_STEPS,
+    rest_steps: int = REST_STEPS,
 ) -> pa.Table:
     """Run the scripted expert once and return the episode as a FRAME_SCHEMA table.
 
     Row t holds the observation before step t and the (clipped) expert action
-    taken from it. Recording stops `tail_steps` steps after the first success
-    or at `max_steps`. `success` (every row) = info["success"] was ever 1.
+    taken from it. After the first success the expert goes on for `tail_steps`
+    steps (deeper into the goal region), then the episode ends at rest:
+    `rest_steps` frames of the hold-still action (no motion, the gripper command
+    kept; `metaworld.hold_still_action`), so a policy sees what "done" looks like
+    and does. Recording also stops at `max_steps`. `success` (every row) =
+    info["success"] was ever 1.
     `cot` adds templated plan text per frame (see plan_text / _PlanTracker).
     Pass a SimRobot to reuse its env and renderer across episodes.
     """
@@ -75,6 +80,8 @@ def run_expert_episode(
     check_task(task)
     if max_steps <= 0 or max_steps > MAX_PATH_LENGTH:
         raise ValueError(f"max_steps must be in 1..{MAX_PATH_LENGTH}, got {max_steps}")
+    if tail_steps < 0 or rest_steps < 0:
+        raise ValueError(f"tail_steps and rest_steps must be >= 0, got {tail_steps} and {rest_steps}")
     views = tuple(views)
     own = robot is None
     if own:
@@ -86,14 +93,17 @@ def run_expert_episode(
         policy = ENV_POLICY_MAP[task]()
         tracker = _PlanTracker(task) if cot else None
         rows: dict[str, list] = {k: [] for k in ("images", "state", "action", "cot")}
-        first_success = None
+        first_success, rest_left, action = None, None, None
         obs = robot.raw_state
         for t in range(max_steps):
             frames = robot.rig.render(robot.env.data, views)
-            with warnings.catch_warnings():
-                # The experts warn that their gains exceed the action range; we clip, as the notes advise.
-                warnings.filterwarnings("ignore", message="Constant.*may be too high", category=UserWarning)
-                action = np.clip(policy.get_action(obs), -1.0, 1.0).astype(np.float32)
+            if rest_left is not None:  # the rest phase: hold still after the last expert action
+                action = hold_still_action(action)
+            else:
+                with warnings.catch_warnings():
+                    # The experts warn that their gains exceed the action range; we clip, as the notes advise.
+                    warnings.filterwarnings("ignore", message="Constant.*may be too high", category=UserWarning)
+                    action = np.clip(policy.get_action(obs), -1.0, 1.0).astype(np.float32)
             if tracker is not None:
                 step = tracker.update(obs)
                 rows["cot"].append(plan_text(task, step, done=first_success is not None))
@@ -105,8 +115,14 @@ def run_expert_episode(
             obs, success, _ = robot.step(action)
             if success and first_success is None:
                 first_success = t
-            if first_success is not None and t - first_success >= tail_steps:
-                break
+            if rest_left is not None:
+                rest_left -= 1
+                if rest_left <= 0:
+                    break
+            elif first_success is not None and t - first_success >= tail_steps:
+                if rest_steps == 0:
+                    break
+                rest_left = rest_steps
         n = len(rows["state"])
         dt = robot.dt
         table = pa.table(

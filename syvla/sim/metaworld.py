@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from syvla.data.actions import EefSpec
+from syvla.data.actions import EefSpec, hold_still
 from syvla.model.config import EmbodimentConfig
 
 DATASET_NAME = "metaworld"  # dataset = embodiment name in every table, checkpoint and request
@@ -28,7 +28,8 @@ CORNER2_POS = (0.75, 0.075, 0.7)  # a better whole-scene view than the stock cor
 CONTROL_HZ = 80.0  # env steps per second (5 substeps x 2.5 ms = 12.5 ms per step)
 ROBOT_TYPE = "sawyer"  # LeRobot info.json robot_type
 MAX_PATH_LENGTH = 500  # Meta-World raises past this many steps without a reset
-SUCCESS_TAIL_STEPS = 5  # frames recorded after the first success, so policies learn to hold still
+SUCCESS_TAIL_STEPS = 10  # expert frames recorded after the first success: the hand goes on into the goal region
+REST_STEPS = 10  # then frames of the hold-still action (no motion, gripper kept): the demo ends at rest
 
 # 39-d observation as state, 4-d EEF-delta + gripper action, a centre / top / gripper camera rig.
 EMBODIMENT = EmbodimentConfig(DATASET_NAME, state_dim=STATE_DIM, action_dim=ACTION_DIM, cameras=CAMERAS)
@@ -49,6 +50,11 @@ EEF_SPEC = EefSpec(
     fixed_rotation_wxyz=(float(np.sqrt(0.5)), 0.0, float(np.sqrt(0.5)), 0.0),
     position_scale=0.01,
 )
+
+
+def hold_still_action(last_action) -> np.ndarray:
+    """The native action that keeps the robot where it is: no mocap motion, the gripper command kept."""
+    return hold_still(last_action, "native", EEF_SPEC)[0]
 
 # Our own language annotations: Meta-World ships none. One instruction per
 # task, and a short sub-task plan used as templated chain-of-thought labels.

@@ -32,7 +32,8 @@ def collect(cfg: CollectSimConfig, log=print) -> dict:
     log(f"[collect_sim] {len(specs)} episodes of {cfg.task_list} at {cfg.image_size} px on {n_workers} workers "
         f"-> {cfg.output}")
     Collector = ray.remote(num_cpus=1)(EpisodeCollector)
-    workers = [Collector.remote(cfg.image_size, cfg.view_list, cfg.max_steps) for _ in range(n_workers)]
+    workers = [Collector.remote(cfg.image_size, cfg.view_list, cfg.max_steps, cfg.tail_steps, cfg.rest_steps)
+               for _ in range(n_workers)]
     start = time.time()
     try:
         # Contiguous blocks of the task-grouped plan per worker: each env is built about once.

@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
+from syvla.data.chunking import loss_mask
 from syvla.model.sample import Sample
 from syvla.normalize import NormStats
 from syvla.train import schedule
@@ -351,8 +352,8 @@ def train(cfg: TrainConfig, source: BatchSource, data_stats: NormStats, *, repor
             samples, waited = next(batches)
             wait += waited
             batch = build_batch(samples, processor, mcfg, norm_stats, training=True).to(device)
-            if cfg.train_on_padding and batch.action_mask is not None:
-                batch = dataclasses.replace(batch, action_mask=torch.ones_like(batch.action_mask))
+            if batch.action_mask is not None:  # the one rule, shared with RL's expert frames
+                batch = dataclasses.replace(batch, action_mask=loss_mask(batch.action_mask, cfg.train_on_padding))
             if bf16:
                 batch = _cast_floats(batch, torch.bfloat16)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):

@@ -1,5 +1,6 @@
 """Action chunks: padding and mask at episode ends, recorded values; model sample rows; view resizing."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -131,3 +132,71 @@ def test_tensor_batch_shapes():
     assert b["state"].shape == (5, 7) and b["actions"].shape == (5, 3, 4) and b["action_mask"].shape == (5, 3)
     with pytest.raises(KeyError, match="lacks view"):
         CH.tensor_batch(out, 8, views=["wrist"])
+
+
+def test_chunk_actions_pads_with_the_hold_still_action():
+    a = np.array([[1.0, 10.0], [2.0, 20.0]])
+    chunks, mask = CH.chunk_actions(a, 3, pad=np.array([0.0, 7.0]))
+    np.testing.assert_array_equal(chunks[0], [[1, 10], [2, 20], [0, 7]])
+    np.testing.assert_array_equal(chunks[1], [[2, 20], [0, 7], [0, 7]])
+    np.testing.assert_array_equal(mask, [[1, 1, 0], [1, 0, 0]])
+    with pytest.raises(ValueError, match="pad must be one action"):
+        CH.chunk_actions(a, 3, pad=np.zeros(3))
+
+
+def _metaworld_episode(actions: np.ndarray) -> pa.Table:
+    t = _episode_with_actions(0, actions)
+    return t.set_column(t.schema.get_field_index(K.DATASET), t.schema.field(K.DATASET),
+                        pa.array(["metaworld"] * t.num_rows))
+
+
+def test_metaworld_chunks_hold_still_past_the_end_in_both_representations():
+    from syvla.data.actions import from_eef_relative
+    from syvla.sim import metaworld as mw
+
+    # a Meta-World demo ending mid-motion (dx, dy, dz, grip): the padding must not go on moving
+    acts = np.array([[0.5, 0.2, -0.1, 1.0], [0.3, 0.1, -0.05, -0.6]], np.float32)
+    state = np.zeros((2, mw.STATE_DIM), np.float32)
+    t = _metaworld_episode(acts)
+    t = t.set_column(t.schema.get_field_index(K.STATE), t.schema.field(K.STATE), list_column(state))
+    row = CH.add_chunks(t, 4).to_pylist()[1]
+    np.testing.assert_array_equal(row[K.ACTIONS], np.array([acts[1]] + [[0, 0, 0, -0.6]] * 3, np.float32))
+    assert row[K.ACTION_MASK] == [True, False, False, False]
+    # EEF-relative: zero motion and rotation, the gripper kept; mapped back it is the native hold-still
+    rel = CH.clean_and_chunk_table(t, lookup={("metaworld", 0): (2, 0, 2)}, chunk_len=4, representation="eef_relative")
+    pad = np.array(rel.to_pylist()[1][K.ACTIONS][1])
+    np.testing.assert_array_equal(pad, np.array([0, 0, 0, 0, 0, 0, -0.6], np.float32))
+    np.testing.assert_allclose(from_eef_relative(pad, state[1], mw.EEF_SPEC), [0, 0, 0, -0.6], atol=1e-6)
+    rel6 = CH.clean_and_chunk_table(t, lookup={("metaworld", 0): (2, 0, 2)}, chunk_len=4,
+                                    representation="eef_relative", rotation="rot6d")
+    np.testing.assert_array_equal(rel6.to_pylist()[1][K.ACTIONS][2],
+                                  np.array([0, 0, 0, 1, 0, 0, 0, 1, 0, -0.6], np.float32))
+
+
+def test_hold_still_per_action_type():
+    from syvla.data.actions import EefSpec, hold_still
+
+    last = np.array([0.1, 0.2, 0.3, 0.9, 0.1, 0.0, 0.0, 0.5], np.float32)  # position, quaternion, gripper
+    delta = EefSpec(action_type="world_delta", action_dim=8, action_rotation=(3, 7), action_rotation_format="quat_wxyz",
+                    gripper=7, fixed_rotation_wxyz=(1.0, 0.0, 0.0, 0.0))
+    hold, rule = hold_still(last, "native", delta)
+    np.testing.assert_array_equal(hold, [0, 0, 0, 1, 0, 0, 0, 0.5])  # identity rotation, gripper kept
+    assert rule == "hold_still"
+    absolute = dataclasses.replace(delta, action_type="absolute_pose")
+    hold, rule = hold_still(last, "native", absolute)
+    np.testing.assert_array_equal(hold, last)  # an absolute target holds by repeating itself
+    assert rule == "repeat_last"
+    assert hold_still(last, "native", None)[1] == "repeat_last"  # unknown robot: read as an absolute target
+    with pytest.raises(ValueError, match="action representation"):
+        hold_still(last, "joint_velocity")
+
+
+def test_loss_mask_one_rule_for_numpy_and_torch():
+    import torch
+
+    mask = np.array([[True, False]])
+    np.testing.assert_array_equal(CH.loss_mask(mask, False), mask)
+    np.testing.assert_array_equal(CH.loss_mask(mask, True), [[True, True]])
+    t = torch.tensor([[True, False]])
+    assert torch.equal(CH.loss_mask(t, True), torch.ones(1, 2, dtype=torch.bool))
+    assert CH.loss_mask(t, False) is t

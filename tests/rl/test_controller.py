@@ -56,6 +56,9 @@ class SpyLearners:
     def load(self, ckpt):
         return read_policy_version(ckpt)
 
+    def save_optimizer(self, path, version):
+        return path
+
 
 def _spy_run(tmp_path, ckpt, experts, name, **over):
     cfg = debug_rl_config(**{**SMALL, **over})
@@ -129,7 +132,48 @@ def test_controller_resumes_from_its_state_after_a_crash(tmp_path, rl_ckpts, exp
     assert v2["rl"]["parent_version"] == 1  # the resumed learners continued from v1's weights
     assert read_policy_version(state.checkpoints["2"]) == 2
     assert resumed.workers.learners.learners[0].version == 2
+    # AdamW went on from the state saved at v1 (restored on resume), not from an empty one
+    steps = {int(s["step"]) for s in resumed.workers.learners.learners[0].opt.state.values()}
+    assert steps == {2 * cfg.update_steps}
+    assert torch_load(run / "optimizer.pt")["version"] == 2
     report = json.loads((run / METRICS_FILE).read_text())
     assert set(report["success_by_version"]) == {"0", "1", "2"}
     assert (run / "success_rate.png").stat().st_size > 0
     assert dataclasses.asdict(state)["warmup"]["value_warmup_steps"] == 3
+
+
+def _observation(experts, row: int, seed: int) -> dict:
+    s = experts.sample(row)
+    return {"embodiment": "metaworld", "images": s.images, "state": s.state, "instruction": s.task, "seed": seed}
+
+
+def test_null_update_publishes_the_base_policy_bit_for_bit(tmp_path, rl_ckpts, expert_set):
+    """lr 0: the whole loop (rollouts, retrieval, K PPO steps, save, publish) leaves the policy as it was."""
+    from syvla.model.checkpoint import load_checkpoint
+    from syvla.model.policy import Policy
+
+    cfg = debug_rl_config(**{**SMALL, "lr": 0.0, "update_steps": 2})
+    replay, run = tmp_path / "replay", tmp_path / "run"
+    workers = local_workers(cfg, rl_ckpts[0], replay, expert_set)
+    state = RLController(cfg, workers, run, rl_ckpts[0], 0, read_config(rl_ckpts[0]), publish=lambda d, v: None,
+                         on_collect=Robots(replay), log=lambda *a: None).run()
+    assert state.version == 1 and state.metrics[0]["expert_rows"] > 0
+    base, new = load_checkpoint(rl_ckpts[0])[0].state_dict(), load_checkpoint(state.checkpoints["1"])[0].state_dict()
+    assert base.keys() == new.keys() and all(torch_equal(base[k], new[k]) for k in base)
+    before, after = Policy.load(rl_ckpts[0]), Policy.load(state.checkpoints["1"])
+    for row, seed in ((0, 7), (5, 8), (len(expert_set) - 1, 9)):
+        a, b = before.infer(_observation(expert_set, row, seed)), after.infer(_observation(expert_set, row, seed))
+        assert np.array_equal(a["actions"], b["actions"])  # bit for bit
+        assert (a["policy_version"], b["policy_version"]) == (0, 1)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.dtype == b.dtype and torch.equal(a, b)
+
+
+def torch_load(path):
+    import torch
+
+    return torch.load(path, weights_only=True)

@@ -8,6 +8,7 @@ import socket
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from syvla.model.checkpoint import read_config
@@ -95,3 +96,60 @@ def test_one_rl_iteration_raises_the_version_on_every_replica(served, rl_ckpts, 
     with httpx.Client(timeout=30) as http:
         versions = {http.get(f"{url}/v1/metadata").json()["policy_version"] for _ in range(12)}
         assert versions == {1}
+
+
+def test_null_update_serves_the_base_actions_bit_for_bit(served, rl_ckpts, expert_set, tmp_path):
+    """lr 0 through Ray: the version RL publishes answers every request exactly as its parent did, and
+    the endpoint answers exactly as the policy in process."""
+    from syvla.client import PolicyClient
+    from syvla.model.policy import Policy
+    from syvla.rl.actors import serve_publisher, start_workers, stop_workers
+    from syvla.rl.controller import RLController
+    from syvla.sim.episodes import Endpoint, EpisodeConfig, evaluate_endpoint
+
+    from syvla.model.policy import make_debug_checkpoint
+    from syvla.sim import metaworld as mw
+
+    url, replay = served
+    publish = serve_publisher(APP, timeout_s=180)
+    base_version = 5  # after the first test's versions
+    base = make_debug_checkpoint(tmp_path / "v5", seed=3, policy_version=base_version, embodiments=(mw.EMBODIMENT,))
+    publish(str(base), base_version)
+    samples = [expert_set.sample(r) for r in (0, 7, len(expert_set) - 1)]
+
+    def served_actions(expect_version):
+        out = []
+        with PolicyClient(url) as client:
+            client.start_episode(instruction=samples[0].task)
+            for i, s in enumerate(samples):
+                r = client.act(s.images, s.state, s.task, seed=100 + i)
+                assert r.policy_version == expect_version
+                out.append(r.actions)
+        return out
+
+    before = served_actions(base_version)
+    local = Policy.load(base)
+    for i, (s, a) in enumerate(zip(samples, before)):
+        mine = local.infer({"embodiment": "metaworld", "images": s.images, "state": s.state, "instruction": s.task,
+                            "seed": 100 + i})["actions"]
+        assert np.array_equal(mine, a)  # in process == through the endpoint, bit for bit
+
+    cfg = debug_rl_config(rl_episodes=1, rollouts_per_episode=2, final_eval=False, num_learners=1,
+                          collect_timeout_s=120, poll_s=0.2, update_steps=2, minibatch_size=4, lr=0.0,
+                          fpo=FPOConfig(n_mc=2), retrieval=RetrievalConfig(k=1), value_warmup_steps=3,
+                          value_steps=2, actor_cpus=0.0)
+
+    def robots(label, version, n):
+        evaluate_endpoint(Endpoint(url=url), EpisodeConfig(tasks=("reach-v3",), episodes=n, seed=0, max_steps=50,
+                                                           execute_steps=25, image_size=32))
+
+    workers = start_workers(cfg, base, replay, expert_set)
+    try:
+        state = RLController(cfg, workers, tmp_path / "run", base, base_version, read_config(base),
+                             publish=publish, on_collect=robots).run()
+    finally:
+        stop_workers(workers)
+    assert state.version == base_version + 1 and state.metrics[0]["expert_rows"] > 0
+    after = served_actions(base_version + 1)
+    for a, b in zip(before, after):
+        assert np.array_equal(a, b)

@@ -58,7 +58,7 @@ def test_expert_episode_in_frame_schema(episode):
     t = episode
     n = t.num_rows
     assert t.schema == FRAME_SCHEMA
-    assert 20 < n < 150  # the expert reaches in ~35-75 steps, then SUCCESS_TAIL_STEPS more
+    assert 20 < n < 150  # the expert reaches in ~35-75 steps, then SUCCESS_TAIL_STEPS + REST_STEPS more
     assert t.column(K.SUCCESS).to_pylist() == [True] * n
     assert set(t.column(K.DATASET).to_pylist()) == {"metaworld"} and set(t.column(K.KIND).to_pylist()) == {"robot"}
     assert set(t.column(K.EPISODE_ID).to_pylist()) == {11}
@@ -75,6 +75,13 @@ def test_expert_episode_in_frame_schema(episode):
     goal = state[0, -3:]
     assert np.linalg.norm(state[-1, :3] - goal) < 0.05 < np.linalg.norm(state[0, :3] - goal)  # the hand reached the goal
     assert t.column(K.IMAGE_VIEWS)[0].as_py() == ["corner2", "topview", "gripperPOV"]
+    # The demo ends at rest: REST_STEPS hold-still actions (no motion, the gripper command kept), the hand
+    # deep inside the 5 cm success radius after SUCCESS_TAIL_STEPS more expert steps.
+    rest = action[-mw.REST_STEPS:]
+    np.testing.assert_array_equal(rest[:, :3], 0.0)
+    np.testing.assert_array_equal(rest[:, 3], action[-mw.REST_STEPS - 1, 3])
+    assert np.abs(action[-mw.REST_STEPS - 1, :3]).max() > 0  # the expert still moved before the rest
+    assert np.linalg.norm(state[-1, :3] - goal) < 0.03
 
 
 def test_expert_images_are_real_and_differ_between_views(episode):
@@ -102,7 +109,7 @@ def test_state_matches_env_and_replay_reproduces_success(robot, episode):
         if done:
             break
     assert success and done
-    assert robot.steps == len(actions) - mw.SUCCESS_TAIL_STEPS  # stopped at the first success
+    assert robot.steps == len(actions) - mw.SUCCESS_TAIL_STEPS - mw.REST_STEPS  # stopped at the first success
     np.testing.assert_array_equal(obs["state"], episode.column(K.STATE)[robot.steps].as_py())
     with pytest.raises(RuntimeError, match="episode is over"):
         robot.step_chunk(actions[:1])

@@ -75,6 +75,11 @@ class SuccessRate:
         return {"successes": self.successes, "n": self.n, "rate": self.rate, "low": self.low, "high": self.high,
                 "confidence": self.confidence}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "SuccessRate":
+        """The inverse of to_dict (the derived rate and bounds are recomputed, not trusted)."""
+        return cls(int(d["successes"]), int(d["n"]), float(d.get("confidence", 0.95)))
+
     def __str__(self) -> str:
         if not self.n:
             return "0/0 (no episodes)"

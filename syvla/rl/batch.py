@@ -106,4 +106,7 @@ def merge_batch(steps: RolloutSteps, rollout_adv, expert_samples: Sequence[Sampl
     versions = np.concatenate([steps.versions, np.full(e, current_version, np.int64)])
     tau, eps = draw_mc_pairs(m + e, cfg.fpo.n_mc, policy_cfg.expert.chunk_len, policy_cfg.max_action_dim,
                              policy_cfg.flow, generator=generator)
-    return PolicyBatch(list(steps.samples) + list(expert_samples), adv, is_expert, versions, tau, eps)
+    batch = PolicyBatch(list(steps.samples) + list(expert_samples), adv, is_expert, versions, tau, eps)
+    if not cfg.use_rollout_data:  # an expert-only update: the rollouts only chose which frames to retrieve
+        batch = batch.select(np.flatnonzero(is_expert))
+    return batch

@@ -65,6 +65,8 @@ class RLConfig:
     # ---- Similar-Sample Guidance (§3.3) -----------------------------------------------------------
     use_expert_data: bool = field(True, "merge retrieved expert frames into each batch; False = ablation "
                                          "'w/o Expert Dataset'")
+    use_rollout_data: bool = field(True, "merge the rollout steps into each batch; False = an expert-only update "
+                                          "(the expert term alone, through the same learners: it must do no harm)")
     retrieval: RetrievalConfig = field(default_factory=lambda: RetrievalConfig(k=2),
                                        help="Similar-Sample Guidance retrieval (--retrieval.*)")
     clip_model: str = field("debug", "open_clip model name (e.g. ViT-B-32) or 'debug' (tiny random ViT)")
@@ -101,6 +103,8 @@ class RLConfig:
                      "value_steps", "actor_cpus", "learner_gpus"):
             if getattr(self, name) < 0:
                 raise ValueError(f"RLConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.use_expert_data or self.use_rollout_data):
+            raise ValueError("RLConfig.use_expert_data and use_rollout_data are both false: the batch would be empty")
         if self.train_on_padding not in ("checkpoint", "true", "false"):
             raise ValueError(f"RLConfig.train_on_padding must be 'checkpoint', 'true' or 'false', got "
                              f"{self.train_on_padding!r}")
@@ -133,6 +137,8 @@ class RLConfig:
             off.append("w/ standard Advantage")
         if self.ablate_decoupling:
             off.append("w/o Intention Decoupling")
+        if not self.use_rollout_data:
+            off.append("expert frames only")
         return ", ".join(off) or "all"
 
 

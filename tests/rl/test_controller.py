@@ -84,6 +84,11 @@ def test_ablation_switches_change_the_batch(tmp_path, rl_ckpts, expert_set):
     assert none.summary()["expert_rows"] == 0 and len(none) == 6  # "w/o Expert Dataset"
     assert np.isnan(s_none.metrics[0]["retrieval_similarity"])
 
+    only, s_only, _ = _spy_run(tmp_path, rl_ckpts[0], expert_set, "expert_only", use_rollout_data=False,
+                               retrieval=RetrievalConfig(k=k))  # the expert term alone
+    assert only.is_expert.all() and len(only) == 6 * k and (only.advantages == 1.0).all()
+    assert s_only.config["ablation"] == "expert frames only"
+
     rand, s_rand, _ = _spy_run(tmp_path, rl_ckpts[0], expert_set, "random",
                                retrieval=RetrievalConfig(k=k, mode="random"))  # "w/o Similar Sample"
     key = (lambda b: [s.state.tobytes() for s, e in zip(b.samples, b.is_expert) if e])

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
+from steps import pipeline_steps  # noqa: E402
 
 ROBOT = "myrobot"
 CAMERA_NAMES = {"corner2": "front", "topview": "top", "gripperPOV": "wrist"}
@@ -36,16 +35,7 @@ INSTRUCTIONS = {"drawer-open-v3": "pull the drawer all the way out", "door-open-
 STATE_DIM = 18  # obs[:18]: hand xyz, gripper, object 1 pos + quat, object 2 pos + quat
 
 
-def log(line: str) -> None:
-    print(f"[own_robot] {line}", flush=True)
-
-
-def run(*argv: str) -> None:
-    """Run one pipeline as a user would; its output streams through."""
-    log("$ python " + " ".join(argv))
-    t0 = time.time()
-    subprocess.run([sys.executable, *argv], cwd=ROOT, check=True)
-    log(f"done in {time.time() - t0:.0f} s")
+log, run = pipeline_steps("own_robot")
 
 
 def new_robot_episode(task: str, seed: int, episode: int, image_size: int, robot):

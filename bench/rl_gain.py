@@ -31,20 +31,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
+from steps import pipeline_steps  # noqa: E402
 from syvla.sim.trusted import EVAL_SEED  # noqa: E402
 
 RL_SEED = 1000  # RLRunConfig.seed: RL episode e's robots use layouts 1000 + ...
 
 
-def log(line: str) -> None:
-    print(f"[rl_gain] {line}", flush=True)
-
-
-def run(*argv: str) -> None:
-    log("$ python " + " ".join(shlex.quote(a) for a in argv))
-    t0 = time.time()
-    subprocess.run([sys.executable, *argv], cwd=ROOT, check=True)
-    log(f"done in {time.time() - t0:.0f} s")
+log, run = pipeline_steps("rl_gain")
 
 
 def evaluate(ckpt: Path, task: str, episodes: int, report: Path) -> dict:

@@ -16,31 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
+from steps import pipeline_steps  # noqa: E402
 from syvla.sim.trusted import EVAL_SEED  # noqa: E402
 
 TASKS = ("push-v3", "pick-place-v3", "door-open-v3", "drawer-open-v3", "button-press-wall-v3", "peg-insert-side-v3")
 BAND = (0.30, 0.70)  # success the issue asks RL to start from: not at the floor, not at the ceiling
 
 
-def log(line: str) -> None:
-    print(f"[rl_tasks] {line}", flush=True)
-
-
-def run(*argv: str) -> None:
-    """Run one pipeline as a user would; its output streams through."""
-    log("$ python " + " ".join(argv))
-    t0 = time.time()
-    subprocess.run([sys.executable, *argv], cwd=ROOT, check=True)
-    log(f"done in {time.time() - t0:.0f} s")
+log, run = pipeline_steps("rl_tasks")
 
 
 def main(argv=None) -> int:

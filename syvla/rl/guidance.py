@@ -178,8 +178,9 @@ class ExpertSet:
 
 
 def clip_encoder(model: str = "debug", checkpoint: str = "", device: str = "cpu", seed: int = 0) -> ClipImageEncoder:
-    """The retrieval encoder E: "debug" (tiny random ViT) or an open_clip model from a LOCAL checkpoint file."""
-    if model == "debug":
+    """The retrieval encoder E: "debug" (tiny random ViT of `seed`) or an open_clip model from a LOCAL checkpoint
+    file; "debug" takes one too (what pipelines/train_retriever.py writes)."""
+    if model == "debug" and not checkpoint:
         return ClipImageEncoder.from_preset("debug", seed=seed).to(device)
     if not checkpoint:
         raise ValueError(f"CLIP model {model!r} needs a local checkpoint file (RLConfig.clip_checkpoint); "

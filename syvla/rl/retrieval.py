@@ -81,20 +81,22 @@ class ClipImageEncoder(torch.nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     @classmethod
+    def from_clip(cls, model: torch.nn.Module) -> "ClipImageEncoder":
+        """The image tower of an open_clip CLIP model, with the model's own input size, mean and std."""
+        import open_clip
+
+        pp = open_clip.get_model_preprocess_cfg(model)
+        size = pp.get("size", model.visual.image_size)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return cls(model.visual, size, pp.get("mean", open_clip.OPENAI_DATASET_MEAN),
+                   pp.get("std", open_clip.OPENAI_DATASET_STD))
+
+    @classmethod
     def from_preset(cls, name: str = "debug", seed: int = 0) -> "ClipImageEncoder":
         """`debug`: a tiny random ViT (1 layer, width 32, 32 px, 16-d embeddings); builds in milliseconds."""
         if name != "debug":
             raise KeyError(f"unknown ClipImageEncoder preset {name!r}; choose 'debug' or use from_pretrained")
-        import open_clip
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            clip = open_clip.CLIP(
-                embed_dim=16,
-                vision_cfg=open_clip.CLIPVisionCfg(layers=1, width=32, head_width=16, patch_size=8, image_size=32),
-                text_cfg=open_clip.CLIPTextCfg(context_length=4, vocab_size=16, width=16, heads=1, layers=1),
-            )
-        return cls(clip.visual, clip.visual.image_size, open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
+        return cls.from_clip(build_clip("debug", seed=seed))
 
     @classmethod
     def from_pretrained(cls, model_name: str, checkpoint_path: str, device="cpu",
@@ -102,29 +104,23 @@ class ClipImageEncoder(torch.nn.Module):
         """Load an open_clip model from a LOCAL checkpoint file, e.g. ("ViT-B-32", "/ckpt/vit_b_32.bin").
 
         `model_name` is one of `open_clip.list_models()` (a built-in config: no
-        download). Only the image tower is kept.
+        download) or "debug" (the tiny CLIP of `build_clip`, e.g. fine-tuned by
+        syvla.rl.retriever_training). Only the image tower is kept.
         """
         if not os.path.isfile(checkpoint_path):
             # open_clip would read a non-file as a pretrained *tag* and try to download it
             raise FileNotFoundError(f"CLIP checkpoint {checkpoint_path!r} is not a local file")
-        import open_clip
-
-        model = open_clip.create_model(model_name, pretrained=checkpoint_path, device=device, precision=precision)
-        pp = open_clip.get_model_preprocess_cfg(model)
-        size = pp.get("size", model.visual.image_size)
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        return cls(model.visual, size, pp.get("mean", open_clip.OPENAI_DATASET_MEAN),
-                   pp.get("std", open_clip.OPENAI_DATASET_STD))
+        return cls.from_clip(build_clip(model_name, checkpoint_path, device=device, precision=precision))
 
     @property
     def embed_dim(self) -> int:
         return int(self.visual.output_dim)
 
-    @torch.inference_mode()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, V, 3, H, W] float in [0, 1] -> embeddings [B, V, D] float32, L2-normalized per view."""
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """`forward` with autograd (fine-tuning, syvla.rl.retriever_training): [B, V, 3, H, W] -> [B, V, D]."""
         if images.dim() != 5 or images.shape[2] != 3 or not images.is_floating_point():
-            raise ValueError(f"images must be float [B, V, 3, H, W] in [0, 1], got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(f"images must be float [B, V, 3, H, W] in [0, 1], got {images.dtype} "
+                             f"{tuple(images.shape)}")
         b, v = images.shape[:2]
         x = images.reshape(b * v, *images.shape[2:]).to(self.mean.device, torch.float32)
         if tuple(x.shape[-2:]) != self.image_size:
@@ -133,6 +129,46 @@ class ClipImageEncoder(torch.nn.Module):
         dtype = next(self.visual.parameters()).dtype
         emb = self.visual(x.to(dtype)).float()
         return F.normalize(emb, dim=-1).view(b, v, -1)
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, V, 3, H, W] float in [0, 1] -> embeddings [B, V, D] float32, L2-normalized per view."""
+        return self.embed(images)
+
+
+# The debug CLIP: the tiny ViT above and a 1-layer, 16-wide text tower over open_clip's own BPE
+# vocabulary (49408 tokens, 32 per text), so that syvla.rl.retriever_training can fine-tune it on
+# instruction text with open_clip's tokenizer. The image tower is built first, so the text tower's
+# size does not change the image weights a seed gives.
+DEBUG_CLIP_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"layers": 1, "width": 32, "head_width": 16, "patch_size": 8, "image_size": 32},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1},
+}
+
+
+def build_clip(model_name: str = "debug", checkpoint_path: str = "", seed: int = 0, device="cpu",
+               precision: str = "fp32") -> torch.nn.Module:
+    """A whole open_clip CLIP model (image and text towers): "debug" (DEBUG_CLIP_CFG) or a built-in
+    open_clip config; weights from the LOCAL `checkpoint_path` when given, else a random init drawn
+    from `seed` (the global torch RNG is left as it was). Nothing is downloaded."""
+    if checkpoint_path and not os.path.isfile(checkpoint_path):
+        raise FileNotFoundError(f"CLIP checkpoint {checkpoint_path!r} is not a local file")
+    if model_name == "debug" and precision != "fp32":
+        raise ValueError(f"the debug CLIP runs in fp32, got precision={precision!r}")
+    import open_clip
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if model_name == "debug":
+            cfg = DEBUG_CLIP_CFG
+            model = open_clip.CLIP(embed_dim=cfg["embed_dim"], vision_cfg=open_clip.CLIPVisionCfg(**cfg["vision_cfg"]),
+                                   text_cfg=open_clip.CLIPTextCfg(**cfg["text_cfg"]))
+            if checkpoint_path:
+                open_clip.load_checkpoint(model, checkpoint_path)  # strict: every key of the debug CLIP
+            return model.to(device)
+        return open_clip.create_model(model_name, pretrained=checkpoint_path or None, device=device,
+                                      precision=precision)
 
 
 def images_from_uint8(images: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,9 @@ Conventions (also in docs/architecture.md, "Action representations"):
   Each frame's action is relative to that frame's own state, so a chunk holds a
   sequence of per-step relative actions.
 * Which slices of a dataset's state and action hold the EEF pose is an
-  :class:`EefSpec`. Specs belong to the module that knows the robot (Meta-World's:
-  ``syvla.sim.metaworld.EEF_SPEC``); callers pass them by dataset name to
-  :func:`eef_spec` and to the prepare step.
+  :class:`EefSpec`. The robots this package knows are in :data:`KNOWN_EEF_SPECS`
+  (Meta-World's is also ``syvla.sim.metaworld.EEF_SPEC``); callers pass their own by
+  dataset name to :func:`eef_spec` and to the prepare step.
 """
 
 from __future__ import annotations
@@ -334,11 +334,29 @@ def hold_still(last_action, representation: str = "native", spec: EefSpec | None
     return hold, "hold_still"
 
 
-def known_eef_specs() -> dict[str, EefSpec]:
-    """{dataset name: EefSpec} of the robots this package knows (Meta-World); callers add their own."""
-    from syvla.sim import metaworld as mw  # import-light: no simulator
+# The robots this package knows, by dataset name. Meta-World's 4-d action is [dx, dy, dz, grip]
+# in [-1, 1]; the env moves its mocap target by 0.01 * action[:3] metres in the world frame and
+# keeps the hand orientation fixed (mocap quaternion (1, 0, 1, 0)/sqrt(2): 90 degrees about y;
+# measured hand rotation matrix within 0.06 of it). So it is already an EEF position delta, and
+# its EEF-relative form is a fixed rotation of it: dp = R_hand^T * 0.01 * action[:3]
+# = 0.01 * [-dz, dy, dx], rotation 0, gripper action[3]. Round trips recover the native action
+# exactly. (syvla.sim.metaworld.EEF_SPEC is this entry.)
+KNOWN_EEF_SPECS: Mapping[str, EefSpec] = {
+    "metaworld": EefSpec(
+        action_type="world_delta",
+        action_dim=4,
+        action_position=(0, 3),
+        gripper=3,
+        state_position=(0, 3),
+        fixed_rotation_wxyz=(float(np.sqrt(0.5)), 0.0, float(np.sqrt(0.5)), 0.0),
+        position_scale=0.01,
+    ),
+}
 
-    return {mw.DATASET_NAME: mw.EEF_SPEC}
+
+def known_eef_specs() -> dict[str, EefSpec]:
+    """{dataset name: EefSpec} of the robots this package knows (a fresh dict); callers add their own."""
+    return dict(KNOWN_EEF_SPECS)
 
 
 def eef_spec(dataset: str, specs: Mapping[str, EefSpec]) -> EefSpec:

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from syvla.data.actions import EefSpec, hold_still
+from syvla.data.actions import KNOWN_EEF_SPECS, hold_still
 from syvla.model.config import EmbodimentConfig
 
 DATASET_NAME = "metaworld"  # dataset = embodiment name in every table, checkpoint and request
@@ -34,22 +34,9 @@ REST_STEPS = 10  # then frames of the hold-still action (no motion, gripper kept
 # 39-d observation as state, 4-d EEF-delta + gripper action, a centre / top / gripper camera rig.
 EMBODIMENT = EmbodimentConfig(DATASET_NAME, state_dim=STATE_DIM, action_dim=ACTION_DIM, cameras=CAMERAS)
 
-# The 4-d action is [dx, dy, dz, grip] in [-1, 1]; the env moves its mocap target by
-# 0.01 * action[:3] metres in the world frame and keeps the hand orientation fixed
-# (mocap quaternion (1, 0, 1, 0)/sqrt(2): 90 degrees about y; measured hand rotation
-# matrix within 0.06 of it). So it is already an EEF position delta, and its
-# EEF-relative form is a fixed rotation of it: dp = R_hand^T * 0.01 * action[:3]
-# = 0.01 * [-dz, dy, dx], rotation 0, gripper action[3]. Round trips recover the
-# native action exactly.
-EEF_SPEC = EefSpec(
-    action_type="world_delta",
-    action_dim=ACTION_DIM,
-    action_position=(0, 3),
-    gripper=3,
-    state_position=(0, 3),
-    fixed_rotation_wxyz=(float(np.sqrt(0.5)), 0.0, float(np.sqrt(0.5)), 0.0),
-    position_scale=0.01,
-)
+# Where the EEF pose lives in state and action, and how the 4-d action maps to the EEF-relative
+# form: a data-format fact, so it lives with the other known robots in syvla.data.actions.
+EEF_SPEC = KNOWN_EEF_SPECS[DATASET_NAME]
 
 
 def hold_still_action(last_action) -> np.ndarray:

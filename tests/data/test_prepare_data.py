@@ -107,7 +107,10 @@ def test_prepare_data_end_to_end(ray_local, tmp_path, capsys):
     assert sorted(set(shards.column(K.EPISODE_ID).to_pylist())) == [0, 1, 2, 3, 4, 5]
     rows = {(r[K.EPISODE_ID], r[K.FRAME_INDEX]): r for r in shards.to_pylist()}
     assert rows[(2, N - 3)][K.ACTION_MASK] == [True] * 3 + [False] * 5
-    np.testing.assert_allclose(rows[(2, N - 3)][K.ACTIONS][-1], rows[(2, N - 1)][K.ACTION], rtol=0)
+    # past the episode's end the chunk holds still: no motion, the last gripper command kept
+    last = np.asarray(rows[(2, N - 1)][K.ACTION])
+    np.testing.assert_allclose(rows[(2, N - 3)][K.ACTIONS][-1], [0.0, 0.0, 0.0, last[3]], rtol=0)
+    np.testing.assert_allclose(rows[(2, N - 3)][K.ACTIONS][2], last, rtol=0)
     vqa_rows = pq.read_table(out / "coco_vqa").to_pylist()
     assert len(vqa_rows) == 3 and all(r[K.KIND] == K.KIND_VQA and r[K.ACTIONS] == [] for r in vqa_rows)
 

@@ -13,6 +13,7 @@ syvla.serving.deployment.publish_weights(app_name, ckpt_dir, version).
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
           f"(replay: {server.replay_dir or 'off'}, API key: {'on' if server.api_key else 'off'})", flush=True)
     if not cfg.blocking:
         return 0
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, systemd, a job stop: shut Serve down as Ctrl-C does
     try:
         while True:
             time.sleep(3600)
@@ -49,6 +51,10 @@ def main(argv=None) -> int:
         print("[serve] shutting down", flush=True)
         serve.shutdown()
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

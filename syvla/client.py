@@ -9,10 +9,12 @@ computer installs `syvla` and imports this module alone.
     for action in out.actions: robot.step(action)          # float32 [chunk, action_dim]
     client.post_reward(1)
 
-Retries: connection failures (nothing reached the server) and 503
-(back-pressure, replica starting) are retried with backoff until the call's
-`deadline` runs out; other errors raise `PolicyServerError` at once. A timed-out
-act is not retried, since the server may have executed and recorded it.
+Retries (docs/serving.md#errors-and-retries), with backoff until the call's `deadline` runs out:
+connection failures (nothing reached the server), a connection dropped before the answer, any 503
+(back-pressure, slow uploads, replica starting, honouring Retry-After), and 500/502/504 answers that
+are not the server's own `{"error"}` document (the proxy lost the replica). Other errors raise
+`PolicyServerError` at once. A retried act repeats its step index, so the replay buffer keeps the
+answer the robot got; an act that timed out on the client is not retried.
 """
 
 from __future__ import annotations
@@ -27,7 +29,19 @@ import numpy as np
 
 from syvla.serving import protocol
 
-_RETRYABLE_STATUS = (503,)
+
+
+def _retryable(resp: httpx.Response) -> bool:
+    """503 always; 500/502/504 only when they are not the server's own error document (a proxy's)."""
+    if resp.status_code == 503:
+        return True
+    if resp.status_code not in (500, 502, 504):
+        return False
+    try:
+        obj = protocol.decode(resp.content, protocol.encoding_of(resp.headers.get("content-type")))
+    except protocol.ProtocolError:
+        return True
+    return not (isinstance(obj, dict) and isinstance(obj.get("error"), dict))
 
 
 class PolicyServerError(RuntimeError):
@@ -172,11 +186,14 @@ class PolicyClient:
             try:
                 resp = self._http.request(method, self.url + path, content=content, headers=self._headers,
                                           timeout=min(self.timeout, remaining))
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                resp = None  # nothing reached the server: safe to retry
-            if resp is not None and resp.status_code not in _RETRYABLE_STATUS:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError):
+                resp = None  # nothing reached the server, or it went away before answering: safe to retry
+            if resp is not None and not _retryable(resp):
                 return self._decode(resp)
-            sleep = min(delay, end - time.monotonic())
+            wait = delay
+            if resp is not None and resp.headers.get("retry-after", "").isdigit():
+                wait = max(wait, float(resp.headers["retry-after"]))
+            sleep = min(wait, end - time.monotonic())
             if sleep > 0:
                 time.sleep(sleep)
             delay = min(delay * 2, 1.0)

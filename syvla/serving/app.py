@@ -25,6 +25,7 @@ from typing import Awaitable, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from syvla.serving import protocol
 from syvla.serving.batching import NaturalBatcher
@@ -34,6 +35,11 @@ from syvla.serving.protocol import ActRequest, ProtocolError
 log = logging.getLogger(__name__)
 
 ActFn = Callable[[ActRequest, float], Awaitable["dict | ProtocolError"]]
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length != "0")
 
 
 def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
@@ -47,11 +53,21 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
 
     app = FastAPI(title="syvla policy server", docs_url=None, redoc_url=None, openapi_url=None)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown routes (404) and wrong methods (405) answer in the documented error format too."""
+        message = {404: f"no route {request.url.path!r}", 405: f"{request.method} not allowed on {request.url.path!r}"}
+        err = ProtocolError(exc.status_code, "path" if exc.status_code == 404 else "method",
+                            message.get(exc.status_code, str(exc.detail)), dict(exc.headers or {}))
+        return reply_error(err, protocol.response_encoding(request.headers.get("accept"), protocol.JSON))
+
     def reply(obj: dict, encoding: str, status: int = 200) -> Response:
         return Response(protocol.encode(obj, encoding), status_code=status, media_type=protocol.CONTENT_TYPES[encoding])
 
     def reply_error(err: ProtocolError, encoding: str) -> Response:
-        return reply(err.to_dict(), encoding, err.status)
+        resp = reply(err.to_dict(), encoding, err.status)
+        resp.headers.update(err.headers)
+        return resp
 
     def check_key(request: Request) -> None:
         if not config.api_key:
@@ -63,7 +79,12 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
         if not hmac.compare_digest(given.encode(), config.api_key.encode()):
             raise ProtocolError(401, protocol.API_KEY_HEADER, "missing or wrong API key")
 
+    slow_uploads = 0  # bodies past upload_grace_s being read now (one event loop: no lock needed)
+
     async def read_body(request: Request) -> bytes:
+        """The whole body, within `body_timeout_s` (else 408); past `upload_grace_s` it needs one of
+        `max_slow_uploads` slots (else 503 + Retry-After), so stalled clients cannot hold every request slot."""
+        nonlocal slow_uploads
         limit = config.max_body_bytes
         length = request.headers.get("content-length")
         if length is not None:
@@ -71,12 +92,37 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
                 raise ProtocolError(400, "content-length", "not a non-negative integer")
             if int(length) > limit:
                 raise ProtocolError(413, "body", f"{length} bytes exceeds the limit of {limit}")
-        body = bytearray()
-        async for chunk in request.stream():  # chunked uploads carry no length: count as they come
-            body += chunk
-            if len(body) > limit:
-                raise ProtocolError(413, "body", f"more than the limit of {limit} bytes")
-        return bytes(body)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        body, slot, pending = bytearray(), False, None
+        try:
+            while True:
+                if pending is None:  # one receive at a time, never cancelled midway unless we give up
+                    pending = asyncio.ensure_future(request.receive())
+                until = start + (config.body_timeout_s if slot else config.upload_grace_s)
+                done, _ = await asyncio.wait({pending}, timeout=max(0.0, until - loop.time()))
+                if not done:
+                    if slot:
+                        raise ProtocolError(408, "body", f"body not received within {config.body_timeout_s} s",
+                                            {"connection": "close"})
+                    if slow_uploads >= config.max_slow_uploads:
+                        raise ProtocolError(503, "body", f"{slow_uploads} slow uploads in progress; retry",
+                                            {"retry-after": "1", "connection": "close"})
+                    slow_uploads, slot = slow_uploads + 1, True
+                    continue
+                message, pending = pending.result(), None
+                if message["type"] == "http.disconnect":
+                    raise ProtocolError(400, "body", "client disconnected before sending the whole body")
+                body += message.get("body", b"")
+                if len(body) > limit:  # chunked uploads carry no length: count as they come
+                    raise ProtocolError(413, "body", f"more than the limit of {limit} bytes", {"connection": "close"})
+                if not message.get("more_body", False):
+                    return bytes(body)
+        finally:
+            if pending is not None:
+                pending.cancel()
+            if slot:
+                slow_uploads -= 1
 
     def handler(fn: Callable[[Request, str, str], Awaitable[Response]], needs_body: bool = True):
         """Negotiation, API key, size limit and error mapping shared by every /v1 route."""
@@ -84,7 +130,9 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
         async def wrapped(request: Request) -> Response:
             enc = protocol.JSON
             try:
-                req_enc = protocol.encoding_of(request.headers.get("content-type")) if needs_body else protocol.JSON
+                req_enc = protocol.JSON
+                if needs_body and (request.headers.get("content-type") or _has_body(request)):
+                    req_enc = protocol.encoding_of(request.headers.get("content-type"))  # 415 when missing
                 enc = protocol.response_encoding(request.headers.get("accept"), req_enc)
                 check_key(request)
                 return await fn(request, req_enc, enc)

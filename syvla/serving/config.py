@@ -27,6 +27,13 @@ class ServeConfig:
     max_body_bytes: int = field(16 * 2**20, "larger requests get 413")
     max_image_side: int = field(1024, "pixels; larger camera images get 413")
     default_deadline_ms: float = field(30_000.0, "server-side budget when the robot sends none; 504 past it")
+    body_timeout_s: float = field(10.0, "a request body must arrive within this many seconds of its headers; 408 past it")
+    upload_grace_s: float = field(0.25, "a body still arriving after this many seconds is a slow upload and needs "
+                                        "one of max_slow_uploads slots")
+    max_slow_uploads: int = field(8, "slow uploads a replica reads at once; one more gets 503 with Retry-After "
+                                     "(stalled clients cannot take every request slot, /healthz included)")
+    episode_secret: str = field("", "HMAC key that signs episode ids (unknown or edited ids get 404); '' = a random "
+                                    "one per app, shared by its replicas (episodes end with the app)")
     max_batch_size: int = field(8, "@serve.batch: observations per Policy.infer_batch call")
     # 0 = natural batching: a batch takes whatever arrived while the previous one ran, and a lone
     # robot never waits for company. Raise it (a few ms) when many robots send in step.
@@ -36,7 +43,7 @@ class ServeConfig:
 
     def __post_init__(self):
         for name in ("replay_segment_bytes", "max_body_bytes", "max_image_side", "default_deadline_ms",
-                     "max_batch_size", "keep_versions"):
+                     "max_batch_size", "keep_versions", "body_timeout_s", "upload_grace_s", "max_slow_uploads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServeConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.version < 0:

@@ -24,9 +24,11 @@ or `serve run cluster/serve_config.yaml` imports `build_app`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
+import secrets
 import time
 from pathlib import Path
 
@@ -58,6 +60,7 @@ class WeightRegistry:
         self._acks: dict[str, tuple[int, float]] = {}
 
     def publish(self, version: int, uri: str) -> None:
+        """Refuses (ValueError) a version not newer than the last published: versions only move forward."""
         if self._history and version <= self._history[-1][0]:
             raise ValueError(f"version {version} is not newer than the published {self._history[-1][0]}")
         self._history.append((int(version), str(uri)))
@@ -155,6 +158,8 @@ def policy_app(config: ServeConfig, deployment: DeploymentConfig | None = None, 
     override single ones (tests: `num_replicas=2, ray_actor_options=...`; a fixed num_replicas drops
     the autoscaling config).
     """
+    if not config.episode_secret:  # one secret for every replica of this app, so any replica verifies any id
+        config = dataclasses.replace(config, episode_secret=secrets.token_hex(32))
     opts = dict((deployment or DeploymentConfig()).options(config.max_batch_size), **options)
     if "num_replicas" in options:
         opts.pop("autoscaling_config", None)

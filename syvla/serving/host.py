@@ -16,6 +16,7 @@ refused with 409 (start a new episode) rather than answered by other weights.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -48,6 +49,8 @@ class PolicyHost:
         self._uris: dict[int, str] = {}
         self._metadata: dict[int, dict] = {}
         self._current: int | None = None
+        # Signs episode ids: the app's shared secret (policy_app fills one in), else this host's own.
+        self._secret = config.episode_secret.encode() if config.episode_secret else secrets.token_bytes(32)
         self._lock = threading.Lock()  # guards the three dicts and _current (the swap)
         self._load_lock = threading.Lock()  # one load at a time: a shadow copy costs a model's memory
 
@@ -105,6 +108,13 @@ class PolicyHost:
             meta = dict(self._metadata[self._current])
             meta["versions_held"] = sorted(self._policies)
         meta["encodings"] = list(protocol.ENCODINGS)
+        c = self.config
+        meta["limits"] = {"max_body_bytes": c.max_body_bytes, "max_image_side": c.max_image_side,
+                          "max_instruction_chars": c.limits.max_instruction_chars,
+                          "max_deadline_ms": c.limits.max_deadline_ms, "default_deadline_ms": c.default_deadline_ms,
+                          "body_timeout_s": c.body_timeout_s, "upload_grace_s": c.upload_grace_s,
+                          "max_slow_uploads": c.max_slow_uploads, "max_batch_size": c.max_batch_size}
+        meta["formats"] = protocol.FORMATS
         return meta
 
     def _embodiments(self, version: int) -> Mapping:
@@ -131,13 +141,13 @@ class PolicyHost:
         if version is None:
             raise ProtocolError(503, "", "no policy loaded yet")
         info = protocol.parse_episode_request(body if body is not None else {}, self._embodiments(version))
-        episode_id = protocol.make_episode_id(uuid.uuid4().hex, version)
+        episode_id = protocol.make_episode_id(uuid.uuid4().hex, version, self._secret)
         self._record([{"kind": rb.KIND_EPISODE, "episode_id": episode_id, "time": time.time(),
                        "policy_version": version, **info}])
         return {"episode_id": episode_id, "policy_version": version}
 
     def post_reward(self, episode_id: str, body: Any) -> dict:
-        protocol.parse_episode_id(episode_id, "episode_id")
+        protocol.parse_episode_id(episode_id, self._secret)  # 404 before anything is recorded
         reward = protocol.parse_reward_request(body)
         self._record([{"kind": rb.KIND_REWARD, "episode_id": episode_id, "time": time.time(), "reward": reward}])
         return {"episode_id": episode_id, "reward": reward}
@@ -145,7 +155,11 @@ class PolicyHost:
     # ---------------------------------------------------------------- acting
 
     def parse_act(self, body: Any) -> ActRequest:
-        return protocol.parse_act_request(body, self._embodiments, self.config.limits)
+        return protocol.parse_act_request(body, self._embodiments, self.config.limits, self._secret)
+
+    def episode_id(self, uid_hex: str, version: int) -> str:
+        """The id this host would issue for `uid_hex` pinned to `version` (tests, tools)."""
+        return protocol.make_episode_id(uid_hex, version, self._secret)
 
     def act_batch(self, requests: list[ActRequest], arrivals: list[float]) -> list[dict | ProtocolError]:
         """Infer a batch (grouped by pinned version), record it durably, then answer.

@@ -35,6 +35,8 @@ class ServeRunConfig:
     device: str = field("cpu", "torch device of each replica: cpu or cuda (with --deployment.num_gpus)")
     replay_dir: str = field("runs/replay", "replay buffer directory (made absolute); '' = no replay buffer")
     api_key: str = field("", "API key robots must send; '' = $SYVLA_API_KEY when set, else no key")
+    episode_secret: str = field("", "key that signs episode ids; '' = $SYVLA_EPISODE_SECRET when set, else a random "
+                                    "one per start (running episodes then end with the server)")
     max_batch_size: int = field(8, "observations per Policy.infer_batch call")
     batch_wait_timeout_s: float = field(0.0, "seconds a batch waits to fill (0 = natural batching)")
     blocking: bool = field(True, "serve until interrupted (false: start, report, return)")
@@ -88,6 +90,7 @@ def serve_config(cfg: ServeRunConfig, checkpoint: Path, version: int) -> ServeCo
     return ServeConfig(checkpoint=str(checkpoint), version=version, device=cfg.device,
                        replay_dir=str(Path(cfg.replay_dir).resolve()) if cfg.replay_dir else "",
                        api_key=cfg.api_key or os.environ.get("SYVLA_API_KEY", ""),
+                       episode_secret=cfg.episode_secret or os.environ.get("SYVLA_EPISODE_SECRET", ""),
                        max_batch_size=cfg.max_batch_size, batch_wait_timeout_s=cfg.batch_wait_timeout_s)
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
+import hmac
 import io
 import json
 import math
@@ -39,9 +41,10 @@ _MSGPACK_ALIASES = ("application/msgpack", "application/x-msgpack", "application
 
 API_KEY_HEADER = "x-api-key"
 
-# Episode ids carry the policy version the episode is pinned to, so any
-# replica can serve any episode without shared episode state (docs/serving.md).
-_EPISODE_RE = re.compile(r"^ep-([0-9a-f]{32})-v(\d{1,18})$")
+# Episode ids carry the policy version the episode is pinned to, so any replica can serve any
+# episode without shared episode state, and an HMAC of both under the app's secret, so the server
+# can tell its own ids from made-up or edited ones (docs/serving.md#policy-versions-and-episodes).
+_EPISODE_RE = re.compile(r"^ep-([0-9a-f]{32})-v(\d{1,18})-([0-9a-f]{32})$")
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -49,15 +52,26 @@ _ARRAY_KEYS = {"dtype", "shape", "data"}
 _STATE_DTYPES = ("float32", "float64")
 _MAX_SEED = 2**63 - 1
 
+# What /v1/metadata says the server accepts (docs/serving.md#encodings).
+FORMATS = {
+    "encodings": {"json": "application/json", "msgpack": "application/msgpack (also application/x-msgpack, "
+                                                          "application/vnd.msgpack)"},
+    "image": ["png (8-bit RGB)", "jpeg (RGB)", "array {dtype: uint8, shape: [H, W, 3], data}"],
+    "state_dtypes": list(_STATE_DTYPES),
+    "base64": "standard alphabet with padding (RFC 4648 section 4), no line breaks; JSON only",
+    "array_byte_order": "row-major, little-endian",
+}
+
 
 class ProtocolError(ValueError):
     """A request the server refuses: `status` is the HTTP code, `field` the offending field."""
 
-    def __init__(self, status: int, field: str, message: str):
+    def __init__(self, status: int, field: str, message: str, headers: Mapping[str, str] | None = None):
         super().__init__(f"{field}: {message}" if field else message)
         self.status = status
         self.field = field
         self.message = message
+        self.headers = dict(headers or {})  # e.g. Retry-After on a 503, Connection: close past an unread body
 
     def to_dict(self) -> dict:
         return {"error": {"status": self.status, "field": self.field, "message": self.message}}
@@ -103,9 +117,11 @@ class ActRequest:
 # ---------------------------------------------------------------- encodings
 
 def encoding_of(content_type: str | None) -> str:
-    """`json` or `msgpack` from a Content-Type header; 415 for anything else."""
+    """`json` or `msgpack` from a Content-Type header; 415 for anything else, a missing one included."""
     media = (content_type or "").split(";")[0].strip().lower()
-    if media in ("application/json", ""):
+    if not media:
+        raise ProtocolError(415, "content-type", "missing; use application/json or application/msgpack")
+    if media == "application/json":
         return JSON
     if media in _MSGPACK_ALIASES:
         return MSGPACK
@@ -209,9 +225,24 @@ def decode_image(value: Any, field: str, max_side: int) -> np.ndarray:
     return arr
 
 
+def _check_png_header(data: bytes, field: str, max_side: int) -> None:
+    """Size, bit depth and colour type from the IHDR chunk, before any decoder runs: a header claiming
+    a huge image is 413 (not a decompression-bomb error), and only 8-bit RGB is taken (nothing cut silently)."""
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise ProtocolError(422, field, "corrupt image: PNG without an IHDR header")
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    if max(width, height) > max_side:
+        raise ProtocolError(413, field, f"image side {max(width, height)} exceeds the limit {max_side}")
+    if depth != 8 or colour != 2:
+        kind = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}.get(colour, f"type {colour}")
+        raise ProtocolError(422, field, f"PNG must be 8-bit RGB, got {depth}-bit {kind}")
+
+
 def _decode_encoded_image(data: bytes, field: str, max_side: int) -> np.ndarray:
     if not (data.startswith(_PNG_MAGIC) or data.startswith(_JPEG_MAGIC)):
         raise ProtocolError(422, field, "image bytes are neither PNG nor JPEG")
+    if data.startswith(_PNG_MAGIC):
+        _check_png_header(data, field, max_side)
     from PIL import Image  # server side only
 
     try:
@@ -226,6 +257,8 @@ def _decode_encoded_image(data: bytes, field: str, max_side: int) -> np.ndarray:
             return np.asarray(img, dtype=np.uint8)
     except ProtocolError:
         raise
+    except Image.DecompressionBombError as exc:  # a JPEG header claiming more pixels than PIL will decode
+        raise ProtocolError(413, field, f"image too large: {exc}"[:300]) from None
     except Exception as exc:  # truncated or corrupt PNG/JPEG data
         raise ProtocolError(422, field, f"corrupt image: {type(exc).__name__}: {exc}"[:300]) from None
 
@@ -243,17 +276,23 @@ def _is_int(v: Any) -> bool:
 
 # ---------------------------------------------------------------- episodes
 
-def make_episode_id(uid_hex: str, policy_version: int) -> str:
-    return f"ep-{uid_hex}-v{int(policy_version)}"
+def _episode_tag(uid_hex: str, policy_version: int, secret: bytes) -> str:
+    return hmac.new(secret, f"{uid_hex}-v{int(policy_version)}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def parse_episode_id(value: Any, field: str = "episode_id") -> int:
-    """The pinned policy version of a well-formed episode id."""
+def make_episode_id(uid_hex: str, policy_version: int, secret: bytes) -> str:
+    """`ep-<uid>-v<version>-<tag>`: the tag signs uid and version with the server's secret."""
+    return f"ep-{uid_hex}-v{int(policy_version)}-{_episode_tag(uid_hex, policy_version, secret)}"
+
+
+def parse_episode_id(value: Any, secret: bytes, field: str = "episode_id") -> int:
+    """The pinned policy version of an episode id this server (its `secret`) issued; 404 for any other."""
     if not isinstance(value, str):
         raise ProtocolError(422, field, "must be a string returned by POST /v1/episodes")
     match = _EPISODE_RE.match(value)
-    if match is None:
-        raise ProtocolError(404, field, f"unknown episode id {value[:80]!r}")
+    if match is None or not hmac.compare_digest(match.group(3), _episode_tag(match.group(1), int(match.group(2)),
+                                                                              secret)):
+        raise ProtocolError(404, field, f"unknown episode id {value[:80]!r}: not issued by this server")
     return int(match.group(2))
 
 
@@ -294,18 +333,19 @@ _ACT_FIELDS = {"episode_id", "embodiment", "images", "state", "instruction", "th
 
 
 def parse_act_request(obj: Any, embodiments: Mapping[str, Mapping] | Callable[[int], Mapping], limits: Limits,
-                      pinned_version: int | None = None) -> ActRequest:
+                      secret: bytes) -> ActRequest:
     """Validate a decoded `/v1/act` body against the served embodiments.
 
     `embodiments` is `Policy.metadata()["embodiments"]` of the episode's
-    policy, or a function of the episode's pinned version that returns it.
+    policy, or a function of the episode's pinned version that returns it;
+    `secret` verifies the episode id (`parse_episode_id`).
     """
     obj = _require_map(obj)
     _unknown_keys(obj, _ACT_FIELDS)
     for key in ("episode_id", "embodiment", "images", "state", "instruction"):
         if key not in obj:
             raise ProtocolError(422, key, "missing")
-    version = parse_episode_id(obj["episode_id"]) if pinned_version is None else pinned_version
+    version = parse_episode_id(obj["episode_id"], secret)
     if callable(embodiments):
         embodiments = embodiments(version)
     embodiment = obj["embodiment"]

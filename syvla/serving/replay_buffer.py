@@ -168,7 +168,7 @@ class Episode:
     embodiment: str | None = None
     instruction: str | None = None
     start_time: float | None = None
-    steps: list = dataclasses.field(default_factory=list)  # step records, ordered by (step, time)
+    steps: list = dataclasses.field(default_factory=list)  # step records, ordered by (step, time); one per step
     reward: int | None = None  # 0/1, None until posted
     reward_time: float | None = None  # when the reward in `reward` was posted
 
@@ -183,6 +183,12 @@ class Episode:
             self.policy_version, self.embodiment = record.get("policy_version"), record.get("embodiment")
             self.instruction, self.start_time = record.get("instruction"), record.get("time")
         elif kind == KIND_STEP:
+            step = record.get("step")
+            same = [i for i, s in enumerate(self.steps) if step is not None and s.get("step") == step]
+            if same:  # a retried act (its first answer was lost): the robot ran the later answer
+                if record.get("time", 0.0) < self.steps[same[0]].get("time", 0.0):
+                    return
+                del self.steps[same[0]]
             bisect.insort(self.steps, record, key=_step_order)
             if self.policy_version is None:
                 self.policy_version = record.get("policy_version")

@@ -46,7 +46,7 @@ def write_episode(writer: rb.ReplayWriter, version: int, n_steps: int, reward: i
                   side: int = 32, uid: str | None = None, step_versions=None, instruction: str = TASK) -> str:
     """A served episode as the server records it: episode record, n step records, the 0/1 reward."""
     rng = np.random.default_rng(seed)
-    eid = P.make_episode_id(uid or f"{seed:032x}", version)
+    eid = P.make_episode_id(uid or f"{seed:032x}", version, b"rl-test")
     now = time.time()
     records = [{"kind": rb.KIND_EPISODE, "episode_id": eid, "time": now, "policy_version": version,
                 "embodiment": "metaworld", "instruction": instruction}]

@@ -15,7 +15,8 @@ from syvla.serving import protocol as P
 
 EMB = {"metaworld": {"state_dim": STATE_DIM, "action_dim": 4, "cameras": list(CAMERAS)}}
 LIMITS = P.Limits(max_image_side=256)
-EPISODE = P.make_episode_id("0" * 32, 3)
+SECRET = b"episode-secret"
+EPISODE = P.make_episode_id("0" * 32, 3, SECRET)
 
 
 def body(encoding: str, image_format: str = "raw", **override) -> dict:
@@ -34,7 +35,7 @@ def body(encoding: str, image_format: str = "raw", **override) -> dict:
 
 
 def roundtrip(doc: dict, encoding: str) -> P.ActRequest:
-    return P.parse_act_request(P.decode(P.encode(doc, encoding), encoding), EMB, LIMITS)
+    return P.parse_act_request(P.decode(P.encode(doc, encoding), encoding), EMB, LIMITS, SECRET)
 
 
 @pytest.mark.parametrize("encoding", P.ENCODINGS)
@@ -126,7 +127,7 @@ def test_image_problems_are_named():
         doc = body(P.MSGPACK)
         mutate(doc)
         with pytest.raises(P.ProtocolError) as err:
-            P.parse_act_request(doc, EMB, LIMITS)
+            P.parse_act_request(doc, EMB, LIMITS, SECRET)
         assert (err.value.field, err.value.status) == (field, status), (name, err.value)
 
 
@@ -135,7 +136,7 @@ def test_missing_fields_and_corrupt_bodies():
         doc = body(P.JSON)
         del doc[key]
         with pytest.raises(P.ProtocolError, match=f"^{key}: missing"):
-            P.parse_act_request(doc, EMB, LIMITS)
+            P.parse_act_request(doc, EMB, LIMITS, SECRET)
     for raw, enc in ((b"{", P.JSON), (b"\xc1", P.MSGPACK), (b"[" * 100000, P.JSON)):
         with pytest.raises(P.ProtocolError) as err:
             P.decode(raw, enc)
@@ -154,7 +155,14 @@ def test_negotiation():
 
 
 def test_episode_id_carries_version_and_rewards_are_binary():
-    assert P.parse_episode_id(P.make_episode_id("ab" * 16, 12)) == 12
+    assert P.parse_episode_id(P.make_episode_id("ab" * 16, 12, SECRET), SECRET) == 12
+    # Only ids this server signed: made-up ones, an edited version, another server's secret are unknown (404).
+    good = P.make_episode_id("ab" * 16, 12, SECRET)
+    for forged in ("ep-" + "0" * 32 + "-v0", "ep-" + "0" * 32 + "-v0-" + "0" * 32, good.replace("-v12-", "-v11-"),
+                   P.make_episode_id("ab" * 16, 12, b"other"), good[:-1] + ("0" if good[-1] != "0" else "1")):
+        with pytest.raises(P.ProtocolError) as err:
+            P.parse_episode_id(forged, SECRET)
+        assert (err.value.status, err.value.field) == (404, "episode_id"), forged
     assert P.parse_reward_request({"reward": 1}) == 1 and P.parse_reward_request({"reward": False}) == 0
     for bad in ({"reward": 0.5}, {"reward": "1"}, {}, {"reward": 1, "x": 2}):
         with pytest.raises(P.ProtocolError):

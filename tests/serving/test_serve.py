@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 APP = "syvla_test"
 KEY = "k3y"
+SECRET = "episode-secret"  # the app's episode-id key, so tests can sign ids of their own
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def app(serve_http, debug_ckpts, tmp_path_factory):
 
     replay = tmp_path_factory.mktemp("serve_replay")
     cfg = ServeConfig(checkpoint=str(debug_ckpts[0]), version=0, replay_dir=str(replay), api_key=KEY,
-                      max_body_bytes=2_000_000, weight_poll_s=0.2)
+                      episode_secret=SECRET, max_body_bytes=2_000_000, weight_poll_s=0.2)
     serve.run(policy_app(cfg, num_replicas=2, ray_actor_options={"num_cpus": 0}), name=APP, route_prefix="/",
               blocking=False)
     _wait_ready(serve_http)
@@ -81,6 +82,34 @@ def test_auth_and_size_limit(app):
     assert big.status_code == 413
 
 
+def test_stalled_uploads_do_not_block_health_through_serve(app):
+    """100 clients promise a 1000-byte act body and send 10 bytes: Serve's proxy hands each to a replica,
+    whose app turns away all but max_slow_uploads of them within upload_grace_s, so /healthz gets through."""
+    import socket
+    from urllib.parse import urlparse
+
+    url, _ = app
+    port = urlparse(url).port
+    socks = []
+    for _ in range(100):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(f"POST /v1/act HTTP/1.1\r\nHost: robot\r\nx-api-key: {KEY}\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n".encode() + b'{"episode"')
+        socks.append(s)
+    try:
+        time.sleep(0.5)
+        times = []
+        for _ in range(6):
+            t0 = time.monotonic()
+            assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+            times.append(time.monotonic() - t0)
+            time.sleep(0.2)
+    finally:
+        for s in socks:
+            s.close()
+    assert max(times) < 1.0, times
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(field=st.sampled_from(["state", "images", "embodiment", "seed", "episode_id", "instruction"]),
        value=st.one_of(st.none(), st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=5),
@@ -89,7 +118,7 @@ def test_auth_and_size_limit(app):
 def test_fuzz_through_serve(app, field, value, garbage):
     url, _ = app
     headers = {"x-api-key": KEY, "content-type": "application/msgpack"}
-    body = act_body(P.make_episode_id("0" * 32, 0), make_obs(0, side=8), seed=1)
+    body = act_body(P.make_episode_id("0" * 32, 0, SECRET.encode()), make_obs(0, side=8), seed=1)
     body[field] = value
     for content in (msgpack.packb(body, use_bin_type=True), garbage):
         r = httpx.post(url + "/v1/act", content=content, headers=headers, timeout=60)
@@ -139,7 +168,7 @@ def test_weight_swap_under_continuous_requests(app, policies, debug_ckpts):
     for eid, started, version, actions in results:
         # The chunk is exactly what the stamped version's weights give: never a half-loaded or other model.
         np.testing.assert_allclose(actions, expected[version], rtol=1e-4, atol=1e-5)
-        assert version == P.parse_episode_id(eid)
+        assert version == P.parse_episode_id(eid, SECRET.encode())
         by_episode.setdefault(eid, set()).add(version)
         if started > published_at[0]:
             assert version == 1  # episodes started after publish_weights returned run the new weights
@@ -165,7 +194,7 @@ def test_unknown_pinned_version_is_409(app):
     with PolicyClient(url, api_key=KEY) as c:
         obs = make_obs(0)
         with pytest.raises(PolicyServerError) as err:
-            c.act(obs["images"], obs["state"], obs["instruction"], episode_id=P.make_episode_id("1" * 32, 77))
+            c.act(obs["images"], obs["state"], obs["instruction"], episode_id=P.make_episode_id("1" * 32, 77, SECRET.encode()))
         assert (err.value.status, err.value.field) == (409, "episode_id")
 
 

@@ -38,13 +38,15 @@ def main(argv=None) -> int:
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)
     from ray import serve
 
-    url = serve_policy(cfg, server)
-    print(f"[serve] {cfg.app_name}: policy version {version} from {checkpoint} at {url} "
-          f"(replay: {server.replay_dir or 'off'}, API key: {'on' if server.api_key else 'off'})", flush=True)
-    if not cfg.blocking:
-        return 0
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, systemd, a job stop: shut Serve down as Ctrl-C does
+    # After ray.init, which installs a handler of its own: `kill`, systemd or a job stop (SIGTERM) shuts
+    # Serve down as Ctrl-C does, also while the app is still starting.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        url = serve_policy(cfg, server)
+        print(f"[serve] {cfg.app_name}: policy version {version} from {checkpoint} at {url} "
+              f"(replay: {server.replay_dir or 'off'}, API key: {'on' if server.api_key else 'off'})", flush=True)
+        if not cfg.blocking:
+            return 0
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -61,3 +61,40 @@ def test_deployment_options_have_one_source():
     assert ServeRunConfig().deployment == DeploymentConfig()
     with pytest.raises(ValueError, match="DeploymentConfig.max_replicas"):
         DeploymentConfig(min_replicas=3, max_replicas=2)
+
+
+@pytest.mark.slow
+def test_serve_py_stops_serving_on_sigterm(tmp_path, debug_ckpts):
+    """`kill <pid>` (SIGTERM: systemd, a job stop) shuts Serve down as Ctrl-C does, then the script exits 0."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+    from serving_testlib import free_port
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "pipelines/serve.py", "--checkpoint", str(debug_ckpts[0]), "--port",
+                             str(port), "--replay_dir", str(tmp_path / "replay"), "--deployment.num_replicas", "1",
+                             "--deployment.num_cpus", "0"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        end = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < end, "serve.py did not come up"
+            time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "[serve] shutting down" in out, out[-2000:]
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)

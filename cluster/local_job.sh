@@ -38,6 +38,7 @@ env = yaml.safe_load(open("cluster/runtime_env.yaml"))
 env.pop("working_dir", None)
 env.pop("excludes", None)
 env["env_vars"].pop("PIP_CONSTRAINT", None)   # a cluster-node path; the Makefile sets it here
+env["env_vars"].pop("SYVLA_OUTPUT_DIR", None)  # the job runs in place: relative outputs land in this checkout
 print(json.dumps(env))
 PY
 )"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 
 from syvla.cli import field
 
@@ -39,4 +40,8 @@ def connect_ray(address: str = "", num_cpus: int | None = None):
         else:
             # address="local": a new instance even when another cluster runs on this machine.
             ray.init(address="local", num_cpus=num_cpus or None, include_dashboard=False)
+    if not sys.stdout.isatty():  # a job log or a file: Ray Data's progress bars would be escape codes there
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False
     return ray

@@ -33,18 +33,50 @@ any other type, or one without help text, is an error when the parser is built.
 
 `dump_configs(path, *configs)` writes every field of resolved configs in that shape, so
 `--config` of a saved file rebuilds the run's configuration exactly.
+
+Inside a Ray job submitted with a `working_dir`, the job starts in Ray's temporary copy of it,
+which goes when the job ends. `parse_configs` then moves the process to `$SYVLA_OUTPUT_DIR`
+(default `~/syvla`) and says so: relative paths (data, runs, checkpoints) resolve there and
+outlive the job; `--config FILE` is still read from the copy (`enter_job_output_dir`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 _SEP = "."
+OUTPUT_DIR_ENV = "SYVLA_OUTPUT_DIR"  # where relative paths of a Ray job resolve (cluster: shared storage)
+DEFAULT_JOB_OUTPUT_DIR = "~/syvla"
+
+
+def in_job_copy(path: str | Path) -> bool:
+    """Whether `path` lies in a Ray job's temporary copy of its working_dir (runtime_resources/working_dir_files)."""
+    parts = Path(path).resolve().parts
+    return any(a == "runtime_resources" and b.startswith("working_dir_files") for a, b in zip(parts, parts[1:]))
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def enter_job_output_dir(log: Callable[[str], None] = _say) -> Path | None:
+    """In a Ray job's temporary working-dir copy, chdir to `$SYVLA_OUTPUT_DIR` (default ~/syvla, made if
+    missing) so relative outputs outlive the job; return the copy's path, else None (nothing changes)."""
+    copy = Path.cwd()
+    if not in_job_copy(copy):
+        return None
+    root = Path(os.environ.get(OUTPUT_DIR_ENV) or DEFAULT_JOB_OUTPUT_DIR).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    os.chdir(root)
+    log(f"[syvla] this Ray job runs in a temporary copy of its working_dir ({copy}), deleted after the job: "
+        f"relative paths resolve under {root} instead (${OUTPUT_DIR_ENV}; shared storage on a cluster)")
+    return copy
 
 
 def field(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING):
@@ -275,6 +307,9 @@ def parse_configs(argv: Sequence[str] | None, description: str, *configs, preset
                          help=f"named {presets.kind} preset; the config file and every flag below override "
                               f"its fields (default: {preset!r})")
     known, _ = pre.parse_known_args(argv)
+    copy = enter_job_output_dir()
+    if copy is not None and known.config and not Path(known.config).is_absolute():
+        known.config = str(copy / known.config)  # a config file shipped with the working_dir
     document = _read_config_file(known.config, pre) if known.config else {}
     base = None
     if presets is not None:

@@ -140,3 +140,23 @@ def test_every_pipeline_flag_has_help_text(script, monkeypatch, capsys):
     missing = [a.option_strings[0] for a in options if not (a.help or "").split("(default:")[0].strip()]
     assert not missing, f"{script.name}: options without help text: {missing}"
     assert all(a.option_strings[0] in out for a in options)
+
+
+def test_a_ray_job_copy_resolves_relative_paths_under_the_output_dir(tmp_path, monkeypatch, capsys):
+    """In Ray's temporary working_dir copy, parse_configs moves to $SYVLA_OUTPUT_DIR (relative outputs outlive the
+    job) and still reads a relative --config from the copy; anywhere else nothing changes."""
+    from syvla.cli import in_job_copy
+
+    copy = tmp_path / "session_1" / "runtime_resources" / "working_dir_files" / "_ray_pkg_abc"
+    copy.mkdir(parents=True)
+    (copy / "job.yaml").write_text("out: checkpoints/mine\n")
+    out_root = tmp_path / "outputs"
+    assert in_job_copy(copy) and not in_job_copy(tmp_path) and not in_job_copy(tmp_path / "runtime_resources")
+    monkeypatch.setenv("SYVLA_OUTPUT_DIR", str(out_root))
+    monkeypatch.chdir(tmp_path)
+    parse([])
+    assert Path.cwd() == tmp_path and capsys.readouterr().out == ""  # not in a copy: no move, no message
+    monkeypatch.chdir(copy)
+    export = parse(["--config", "job.yaml"])[1]
+    assert export.out == "checkpoints/mine" and Path.cwd() == out_root.resolve()
+    assert f"relative paths resolve under {out_root.resolve()}" in capsys.readouterr().out

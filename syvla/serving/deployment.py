@@ -122,7 +122,7 @@ class PolicyDeployment:
         """`{"version": int, "uri": checkpoint dir}`: load it beside the held versions, then swap."""
         if not isinstance(user_config, dict) or not {"version", "uri"} <= set(user_config):
             raise ValueError(f'user_config must be {{"version": int, "uri": str}}, got {user_config!r}')
-        await asyncio.to_thread(self.host.load_version, int(user_config["version"]), str(user_config["uri"]))
+        await asyncio.to_thread(self.host.load_version, int(user_config["version"]), resolve_path(str(user_config["uri"])))
 
     async def check_health(self) -> None:
         reason = self.host.health()
@@ -169,9 +169,57 @@ def policy_app(config: ServeConfig, deployment: DeploymentConfig | None = None, 
         {k: getattr(config, k) for k in config.__dataclass_fields__})
 
 
-def build_app(args: dict):
-    """Application builder for `serve run` / `serve deploy`: `args` are ServeConfig fields."""
-    return policy_app(ServeConfig.from_dict(dict(args or {})))
+ROOT_ENV = "SYVLA_ROOT"  # relative paths of a Serve config resolve against it
+DEMO_CHECKPOINT = "checkpoints/finetune/demo-finetune"  # what `make demo` fine-tunes
+
+
+def resolve_path(path: str) -> str:
+    """`path` made absolute: a relative one against $SYVLA_ROOT, default the checkout holding this package
+    (replicas run in Ray's own working directory, so a config's relative paths mean the project's)."""
+    if not path or Path(path).is_absolute() or "://" in path:
+        return path
+    root = os.environ.get(ROOT_ENV) or Path(__file__).resolve().parents[2]
+    return str((Path(root) / path).resolve())
+
+
+def _serve_args_model():
+    import typing
+
+    import pydantic
+
+    hints = typing.get_type_hints(ServeConfig)
+    fields = {f.name: (hints[f.name], f.default) for f in dataclasses.fields(ServeConfig)}
+    return pydantic.create_model("ServeArgs", __config__=pydantic.ConfigDict(extra="forbid", strict=False), **fields)
+
+
+ServeArgs = _serve_args_model()  # ServeConfig's fields as the typed args of `build_app` (Serve validates them)
+
+
+def build_app(args: ServeArgs):
+    """Application builder for `serve run` / `serve deploy` (cluster/serve_config.yaml): `args` are ServeConfig
+    fields, validated by type before any replica starts; relative `checkpoint` / `replay_dir` resolve against
+    the checkout (`resolve_path`)."""
+    if not isinstance(args, ServeArgs):
+        args = ServeArgs.model_validate(dict(args or {}))
+    cfg = ServeConfig.from_dict(args.model_dump())
+    # The checkpoint is read where the replicas run (a cluster path need not exist where this builds).
+    return policy_app(dataclasses.replace(cfg, checkpoint=resolve_path(cfg.checkpoint),
+                                          replay_dir=resolve_path(cfg.replay_dir)))
+
+
+build_app.__annotations__["args"] = ServeArgs  # a class, not a string: Serve converts the args dict through it
+
+
+def __getattr__(name: str):
+    """`app`: the application `serve build syvla.serving.deployment:app -o serve_config.yaml` writes out: the
+    demo's fine-tuned checkpoint (or $SYVLA_SERVE_CHECKPOINT) as user_config, every deployment option."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from syvla.model.checkpoint import is_checkpoint_dir, read_policy_version
+
+    uri = resolve_path(os.environ.get("SYVLA_SERVE_CHECKPOINT", DEMO_CHECKPOINT))
+    version = read_policy_version(Path(uri)) if is_checkpoint_dir(Path(uri)) else 0
+    return policy_app(ServeConfig(replay_dir=resolve_path("runs/replay")), user_config={"version": version, "uri": uri})
 
 
 def publish_weights(app_name: str, ckpt_dir: str | os.PathLike, version: int, wait: bool = True,

@@ -54,8 +54,8 @@ def repo_copy(tmp_path_factory):
 DEFECTS = {
     "wrong Serve import path": ("cluster/kuberay/rayservice.yaml", "deployment:build_app", "deployment:build_ap",
                                 "does not resolve"),
-    "Serve arg the builder rejects": ("cluster/serve_config.yaml", "      replay_dir: /tmp", "      replay_path: /tmp",
-                                      "ServeConfig has no field 'replay_path'"),
+    "Serve arg the builder rejects": ("cluster/serve_config.yaml", "      replay_dir: runs/replay",
+                                      "      replay_path: runs/replay", "replay_path\n  Extra inputs are not permitted"),
     "unknown Serve deployment": ("cluster/kuberay/rayservice.yaml", "- name: SyVLAPolicy", "- name: SyVLAPolicyX",
                                  "configures deployment 'SyVLAPolicyX'"),
     "missing pipeline script": ("cluster/kuberay/rayjob-pretrain.yaml", "pipelines/pretrain.py",

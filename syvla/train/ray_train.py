@@ -41,6 +41,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train
     import ray.train.torch
 
+    _quiet_report_log()
     cfg: TrainConfig = config["cfg"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -64,6 +65,18 @@ def train_loop_per_worker(config: dict) -> None:
     with checkpoint.as_directory() as restore_dir:
         loop.train(cfg, shard, stats, report=report, rank=rank, world_size=world, device=device,
                    restore_dir=restore_dir, log_dir=config["log_dir"], fault=fault)
+
+
+def _quiet_report_log() -> None:
+    """Ray Train logs every report's whole metrics dict at INFO from each rank ("Reporting training result
+    ..."), which floods the console next to our one line per log interval; its logger is named by file."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray Train layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def _resume_checkpoint(cfg: TrainConfig, resume_from: str | None):

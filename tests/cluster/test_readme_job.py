@@ -17,7 +17,16 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
-PORT, DASHBOARD, AGENT = 6393, 8293, 52393
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("", 0))  # every interface: Ray's agent binds the node's address, not loopback
+        return s.getsockname()[1]
+
+
 SMALL = ("--name readme-job --max_steps 4 --log_every 2 --checkpoint_every 2 --global_batch_size 8 "
          "--scale.num_workers 1 --demos.tasks reach-v3 --demos.episodes_per_task 2")
 
@@ -30,6 +39,7 @@ def readme_block() -> list[str]:
 
 
 def test_readme_cluster_commands_run_as_written():
+    PORT, DASHBOARD, AGENT = (_free_port() for _ in range(3))  # a head that just stopped may still hold fixed ones
     lines = readme_block()
     assert lines == ["source .venv/bin/activate", "ray get-auth-token --generate", "export RAY_AUTH_MODE=token",
                      "ray start --head --dashboard-host 127.0.0.1",
@@ -63,6 +73,7 @@ def test_readme_cluster_commands_run_as_written():
         steps = [line for line in logs.stdout.splitlines() if re.search(r"step \d+/4 \|", line)]
         assert len(steps) == 2 and len(set(steps)) == 2, steps  # log_every 2 of 4 steps: each line once
         assert "\x1b[A" not in logs.stdout and "\r" not in logs.stdout  # no progress-bar redraws in a job log
+        assert "Reporting training result" not in logs.stdout  # Ray Train's per-report metrics dicts
     finally:
         subprocess.run(["pkill", "-f", str(home / "ray")], check=False)
         shutil.rmtree(home, ignore_errors=True)

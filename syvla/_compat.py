@@ -10,7 +10,8 @@ working install (GPU or a matching CPU build) nothing is defined.
 
 The fix runs lazily, from an import hook, the moment something first imports
 torchvision: importing syvla itself loads neither torch nor torchvision, so the
-robot client stays light.
+robot client stays light. Importing this module installs the hook; syvla/__init__.py
+and each module that may reach torchvision import it.
 """
 
 from __future__ import annotations
@@ -70,3 +71,9 @@ def install() -> None:
     if "torchvision" in sys.modules or any(isinstance(f, _TorchvisionHook) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _TorchvisionHook())
+
+
+# Importing this module installs the hook: every module of ours that may import torchvision (through
+# transformers, timm or open_clip) imports it first, so the fix does not depend on syvla/__init__.py
+# having run (a replica that found `syvla` as a namespace package, e.g. from the checkout's parent).
+install()

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import syvla._compat  # noqa: F401  (torchvision's ops first, however syvla itself was imported)
 from syvla.model.config import ActionExpertConfig, EmbodimentConfig
 
 

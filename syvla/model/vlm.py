@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+import syvla._compat  # noqa: F401  (torchvision's ops first, however syvla itself was imported)
 from syvla.model.config import VLMConfig
 
 QUERY_TOKEN = "<|fq|>"

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import syvla._compat  # noqa: F401  (torchvision's ops first, however syvla itself was imported)
 from syvla.cli import field
 
 # App. A: weight 0.83 for the centre camera, 0.083 for each wrist camera.

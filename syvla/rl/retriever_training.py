@@ -52,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import syvla._compat  # noqa: F401  (torchvision's ops first, however syvla itself was imported)
 from syvla import constants as K
 from syvla.cli import field, to_dict
 from syvla.rl.guidance import ExpertSet, SampleRetriever, clip_encoder

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import syvla._compat  # noqa: F401  (torchvision's ops first, however syvla itself was imported)
 from syvla import constants as K
 from syvla.cli import Presets, field
 from syvla.model.config import VisionTowerConfig

@@ -14,3 +14,23 @@ def test_import_syvla_is_light_and_makes_torchvision_importable():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "torch.Size([3, 4, 4])" in out.stdout
+
+
+def test_torchvision_works_when_syvla_is_imported_without_its_init():
+    """A replica that found `syvla` as a bare namespace (no __init__ run, e.g. started from the checkout's
+    parent) still gets the fix from the modules that reach torchvision, whichever comes first."""
+    from pathlib import Path
+
+    pkg = Path(__file__).resolve().parents[2] / "syvla"
+    for first in ("syvla.model.vlm", "syvla.rl.retrieval", "syvla.rl.value"):
+        code = (
+            "import sys, types\n"
+            f"pkg = types.ModuleType('syvla'); pkg.__path__ = [{str(pkg)!r}]; sys.modules['syvla'] = pkg\n"
+            f"import {first}\n"
+            "assert not hasattr(sys.modules['syvla'], '__version__'), 'the package __init__ ran'\n"
+            "import torchvision, open_clip\n"
+            "from transformers import Qwen2_5_VLProcessor\n"
+            "print('ok')\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and "ok" in out.stdout, (first, out.stderr[-2000:])

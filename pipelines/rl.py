@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     from ray import serve
 
     from syvla.model.checkpoint import read_config
-    from syvla.rl.actors import serve_publisher, start_workers, stop_workers
+    from syvla.rl.actors import rl_metrics_exporter, serve_publisher, start_workers, stop_workers
     from syvla.rl.controller import RLController
     from syvla.rl.launch import SimRobots, load_experts, resolve_policy
     from syvla.rl.metrics import METRICS_FILE
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     robots = SimRobots(run, url) if run.robots else None
     try:
         state = RLController(cfg, workers, run.run_dir, ckpt, version, policy_cfg, publish=serve_publisher(APP_NAME),
-                             on_collect=robots).run()
+                             on_collect=robots, on_episode=rl_metrics_exporter(run.name)).run()
         if robots is not None:
             robots.join()
     finally:

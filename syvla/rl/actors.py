@@ -116,6 +116,24 @@ def stop_workers(workers: RLWorkers) -> None:
         ray.kill(handle)
 
 
+def rl_metrics_exporter(run_name: str):
+    """on_episode for RLController: each RL episode's success rate (per policy version that collected it), clip
+    fraction and episode count as Prometheus gauges (ray.util.metrics; exported as ray_syvla_rl_*)."""
+    from ray.util.metrics import Gauge
+
+    success = Gauge("syvla_rl_success_rate", description="0/1-reward success of an RL episode's rollouts, by the "
+                    "policy version that collected them", tag_keys=("run", "policy_version"))
+    clip = Gauge("syvla_rl_clip_fraction", description="PPO clip fraction of the episode's update", tag_keys=("run",))
+    episodes = Gauge("syvla_rl_episodes", description="RL episodes completed", tag_keys=("run",))
+
+    def export(m: dict) -> None:
+        success.set(float(m["success_rate"]), tags={"run": run_name, "policy_version": str(m["version"])})
+        clip.set(float(m["clip_fraction"]), tags={"run": run_name})
+        episodes.set(float(m["episode"]) + 1, tags={"run": run_name})
+
+    return export
+
+
 def serve_publisher(app_name: str, timeout_s: float = 300.0, log=print):
     """publish(ckpt_dir, version): every replica of `app_name` switches to `version` (waits for all of them).
 

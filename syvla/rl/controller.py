@@ -93,15 +93,17 @@ class RunState:
 class RLController:
     def __init__(self, cfg: RLConfig, workers: RLWorkers, run_dir: str | Path, base_checkpoint: str | Path,
                  base_version: int, policy_cfg: SyVLAConfig, publish: Publish,
-                 on_collect: Callable[[str, int, int], None] | None = None, log=print):
-        """on_collect(label, version, n) runs before each collection (e.g. start n simulated robot episodes)."""
+                 on_collect: Callable[[str, int, int], None] | None = None, log=print,
+                 on_episode: Callable[[dict], None] | None = None):
+        """on_collect(label, version, n) runs before each collection (e.g. start n simulated robot episodes);
+        on_episode(metrics) after each RL episode (e.g. export them, syvla.rl.actors.rl_metrics_exporter)."""
         if cfg.use_expert_data and workers.retriever is None:
             raise ValueError("use_expert_data=True needs a retriever")
         self.cfg, self.workers, self.policy_cfg = cfg, workers, policy_cfg
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.base_checkpoint, self.base_version = str(Path(base_checkpoint).resolve()), int(base_version)
-        self.publish, self.on_collect, self.log = publish, on_collect, log
+        self.publish, self.on_collect, self.log, self.on_episode = publish, on_collect, log, on_episode
         self.expert_train_on_padding = cfg.expert_train_on_padding(base_checkpoint)
         if cfg.use_expert_data:
             fits = "every chunk step, the hold-still padding too" if self.expert_train_on_padding else "their own steps"
@@ -171,6 +173,8 @@ class RLController:
         self.save(state)
         write_report(self.run_dir, state)
         m = state.metrics[-1]
+        if self.on_episode is not None:
+            self.on_episode(m)
         self.log(f"[rl] episode {episode}: v{version - 1} success {m['success_rate']:.2f} over {m['rollouts']} "
                  f"rollouts ({m['rollout_rows']} steps + {m['expert_rows']} expert, sim {similarity:.3f}); clip "
                  f"{m['clip_fraction']:.3f}, ratio [{m['ratio_min']:.3f}, {m['ratio_max']:.3f}], value loss "

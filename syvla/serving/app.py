@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from syvla.serving import protocol
 from syvla.serving.batching import NaturalBatcher
 from syvla.serving.host import PolicyHost
+from syvla.serving.metrics import ServingMetrics
 from syvla.serving.protocol import ActRequest, ProtocolError
 
 log = logging.getLogger(__name__)
@@ -42,9 +43,11 @@ def _has_body(request: Request) -> bool:
     return "transfer-encoding" in request.headers or (length is not None and length != "0")
 
 
-def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
-    """The app; `act(request, arrival)` defaults to natural batching in-process (no Ray)."""
+def create_app(host: PolicyHost, act: ActFn | None = None, metrics: ServingMetrics | None = None) -> FastAPI:
+    """The app; `act(request, arrival)` defaults to natural batching in-process (no Ray); `metrics` receives
+    every answer (default: recorded nowhere)."""
     config = host.config
+    metrics = metrics or ServingMetrics()
     if act is None:
         batcher = NaturalBatcher(host.act_batch_items, config.max_batch_size)
 
@@ -59,6 +62,7 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
         message = {404: f"no route {request.url.path!r}", 405: f"{request.method} not allowed on {request.url.path!r}"}
         err = ProtocolError(exc.status_code, "path" if exc.status_code == 404 else "method",
                             message.get(exc.status_code, str(exc.detail)), dict(exc.headers or {}))
+        metrics.request("unknown" if exc.status_code == 404 else request.url.path, err.status, err.field)
         return reply_error(err, protocol.response_encoding(request.headers.get("accept"), protocol.JSON))
 
     def reply(obj: dict, encoding: str, status: int = 200) -> Response:
@@ -66,7 +70,10 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
 
     def reply_error(err: ProtocolError, encoding: str) -> Response:
         resp = reply(err.to_dict(), encoding, err.status)
+        if err.status == 503 and "retry-after" not in err.headers:
+            resp.headers["retry-after"] = "1"  # not loaded yet, replay down: the client backs off, then retries
         resp.headers.update(err.headers)
+        resp.error_field = err.field  # for the metrics of the route
         return resp
 
     def check_key(request: Request) -> None:
@@ -109,6 +116,7 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
                         raise ProtocolError(503, "body", f"{slow_uploads} slow uploads in progress; retry",
                                             {"retry-after": "1", "connection": "close"})
                     slow_uploads, slot = slow_uploads + 1, True
+                    metrics.slow_uploads(slow_uploads)
                     continue
                 message, pending = pending.result(), None
                 if message["type"] == "http.disconnect":
@@ -123,11 +131,20 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
                 pending.cancel()
             if slot:
                 slow_uploads -= 1
+                metrics.slow_uploads(slow_uploads)
 
-    def handler(fn: Callable[[Request, str, str], Awaitable[Response]], needs_body: bool = True):
-        """Negotiation, API key, size limit and error mapping shared by every /v1 route."""
+    def handler(route: str, fn: Callable[[Request, str, str], Awaitable[Response]], needs_body: bool = True):
+        """Negotiation, API key, size limit, error mapping and metrics shared by every /v1 route."""
 
         async def wrapped(request: Request) -> Response:
+            resp = await answer(request)
+            field = getattr(resp, "error_field", "")
+            metrics.request(route, resp.status_code, field)
+            if host.replay is not None:
+                metrics.replay(host.replay.bytes_written)
+            return resp
+
+        async def answer(request: Request) -> Response:
             enc = protocol.JSON
             try:
                 req_enc = protocol.JSON
@@ -148,6 +165,7 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
     async def healthz() -> Response:
         reason = host.health()
         body = {"status": "ok" if reason is None else reason, "policy_version": host.current_version}
+        metrics.request("/healthz", 200 if reason is None else 503)
         return reply(body, protocol.JSON, 200 if reason is None else 503)
 
     async def metadata(request: Request, req_enc: str, enc: str) -> Response:
@@ -166,6 +184,7 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
         if isinstance(out, ProtocolError):
             raise out
         timing = dict(out["timing"], receive_ms=(parsed - arrived) * 1e3, server_ms=(time.monotonic() - arrived) * 1e3)
+        metrics.act(timing, out["policy_version"])
         return reply(protocol.act_response(req.episode_id, out["actions"], out["policy_version"], out["latest_version"],
                                            out.get("cot"), req.step, timing, enc), enc)
 
@@ -174,8 +193,8 @@ def create_app(host: PolicyHost, act: ActFn | None = None) -> FastAPI:
         episode_id = request.path_params["episode_id"]
         return reply(await asyncio.to_thread(host.post_reward, episode_id, obj), enc)
 
-    app.add_api_route("/v1/metadata", handler(metadata, needs_body=False), methods=["GET"])
-    app.add_api_route("/v1/episodes", handler(episodes), methods=["POST"])
-    app.add_api_route("/v1/act", handler(act_route), methods=["POST"])
-    app.add_api_route("/v1/episodes/{episode_id}/reward", handler(reward), methods=["POST"])
+    for route, fn, method, needs_body in (("/v1/metadata", metadata, "GET", False), ("/v1/episodes", episodes, "POST", True),
+                                          ("/v1/act", act_route, "POST", True),
+                                          ("/v1/episodes/{episode_id}/reward", reward, "POST", True)):
+        app.add_api_route(route, handler(route, fn, needs_body), methods=[method])
     return app

@@ -39,6 +39,7 @@ from syvla.serving.app import create_app
 from syvla.serving.batching import NaturalBatcher
 from syvla.serving.config import DeploymentConfig, ServeConfig
 from syvla.serving.host import PolicyHost
+from syvla.serving.metrics import ACT_PARTS, BATCH_BOUNDARIES, LATENCY_BOUNDARIES_MS, ServingMetrics
 from syvla.serving.replay_buffer import ReplayWriter
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,58 @@ def get_registry(app_name: str):
                                   lifetime="detached", get_if_exists=True).remote()
 
 
+class RayServingMetrics(ServingMetrics):
+    """The app's reports as Prometheus metrics (`ray.util.metrics`; Ray exports them as `ray_syvla_*` from
+    each node's metrics endpoint, tagged with the replica's worker). Names and tags: docs/serving.md#metrics."""
+
+    def __init__(self, app_name: str):
+        from ray.util.metrics import Counter, Gauge, Histogram
+
+        tags = {"app": app_name}
+        self._requests = Counter("syvla_requests_total", description="answered requests by route, status and "
+                                 "refused field", tag_keys=("app", "route", "status", "field"))
+        self._act_ms = Histogram("syvla_act_ms", description="act latency and its parts (ms)",
+                                 boundaries=list(LATENCY_BOUNDARIES_MS), tag_keys=("app", "part"))
+        self._batch = Histogram("syvla_act_batch_size", description="observations per Policy.infer_batch call",
+                                boundaries=list(BATCH_BOUNDARIES), tag_keys=("app",))
+        self._version = Gauge("syvla_policy_version", description="policy version of the last act served",
+                              tag_keys=("app",))
+        self._replay = Gauge("syvla_replay_bytes", description="bytes this replica wrote to the replay buffer",
+                             tag_keys=("app",))
+        self._slow = Gauge("syvla_slow_uploads", description="request bodies past upload_grace_s being read",
+                           tag_keys=("app",))
+        for m in (self._requests, self._act_ms, self._batch, self._version, self._replay, self._slow):
+            m.set_default_tags(tags)
+
+    def request(self, route, status, field=""):
+        try:
+            self._requests.inc(1, tags={"route": route, "status": str(status), "field": field or ""})
+        except Exception as exc:  # metrics must never fail a request
+            log.debug("metrics: %r", exc)
+
+    def act(self, timing, policy_version):
+        try:
+            for part in ACT_PARTS:
+                if part in timing:
+                    self._act_ms.observe(float(timing[part]), tags={"part": part[:-3]})
+            self._batch.observe(float(timing.get("batch_size", 1)))
+            self._version.set(float(policy_version))
+        except Exception as exc:
+            log.debug("metrics: %r", exc)
+
+    def replay(self, bytes_written):
+        try:
+            self._replay.set(float(bytes_written))
+        except Exception as exc:
+            log.debug("metrics: %r", exc)
+
+    def slow_uploads(self, in_progress):
+        try:
+            self._slow.set(float(in_progress))
+        except Exception as exc:
+            log.debug("metrics: %r", exc)
+
+
 @serve.ingress()
 class PolicyDeployment:
     """One replica: a `PolicyHost`, its replay writer, and the FastAPI app over them."""
@@ -106,7 +159,7 @@ class PolicyDeployment:
             self._poller = asyncio.get_running_loop().create_task(self._follow_registry())
 
     def __serve_build_asgi_app__(self):
-        return create_app(self.host, act=self._act)
+        return create_app(self.host, act=self._act, metrics=RayServingMetrics(self.app_name))
 
     async def _act(self, req, arrived: float):
         return await self._batched((req, arrived))

@@ -87,6 +87,7 @@ class ReplayWriter:
         self._lock = threading.Lock()
         self._file = None
         self._size = 0
+        self.bytes_written = 0  # over every segment of this writer (the serving metrics export it)
         self.root.mkdir(parents=True, exist_ok=True)
         # A restarted writer with the same id continues after its last segment, never inside it.
         taken = [int(m["seq"]) for m in map(_SEGMENT_RE.match, os.listdir(self.root))
@@ -115,6 +116,7 @@ class ReplayWriter:
                 self._file.flush()
                 os.fsync(self._file.fileno())
                 self._size += len(data)
+                self.bytes_written += len(data)
             except BaseException as exc:
                 # A failed write may have left a partial frame: stop writing to
                 # this segment for good (the reader skips the torn tail).

@@ -50,7 +50,11 @@ def train_loop_per_worker(config: dict) -> None:
     shard = ray.train.get_dataset_shard("train")
     fault = loop.FaultInjection(**config["fault"]) if config.get("fault") else None
 
+    export = _train_metrics_exporter(cfg.name) if rank == 0 else None
+
     def report(metrics: dict, checkpoint_dir: Path | None) -> None:
+        if export is not None:
+            export(metrics)
         if checkpoint_dir is None:
             ray.train.report(metrics)
         else:
@@ -65,6 +69,21 @@ def train_loop_per_worker(config: dict) -> None:
     with checkpoint.as_directory() as restore_dir:
         loop.train(cfg, shard, stats, report=report, rank=rank, world_size=world, device=device,
                    restore_dir=restore_dir, log_dir=config["log_dir"], fault=fault)
+
+
+def _train_metrics_exporter(run_name: str):
+    """Rank 0's reports as Prometheus gauges (ray.util.metrics; exported as ray_syvla_train_*)."""
+    from ray.util.metrics import Gauge
+
+    gauges = {key: Gauge(f"syvla_train_{key}", description=f"training {key.replace('_', ' ')} (rank 0's report)",
+                         tag_keys=("run",)) for key in ("step", "loss", "action_loss", "samples_per_s")}
+
+    def export(metrics: dict) -> None:
+        for key, gauge in gauges.items():
+            if isinstance(metrics.get(key), (int, float)):
+                gauge.set(float(metrics[key]), tags={"run": run_name})
+
+    return export
 
 
 def _quiet_report_log() -> None:

@@ -160,9 +160,11 @@ def test_null_update_publishes_the_base_policy_bit_for_bit(tmp_path, rl_ckpts, e
     cfg = debug_rl_config(**{**SMALL, "lr": 0.0, "update_steps": 2})
     replay, run = tmp_path / "replay", tmp_path / "run"
     workers = local_workers(cfg, rl_ckpts[0], replay, expert_set)
+    exported = []
     state = RLController(cfg, workers, run, rl_ckpts[0], 0, read_config(rl_ckpts[0]), publish=lambda d, v: None,
-                         on_collect=Robots(replay), log=lambda *a: None).run()
+                         on_collect=Robots(replay), log=lambda *a: None, on_episode=exported.append).run()
     assert state.version == 1 and state.metrics[0]["expert_rows"] > 0
+    assert exported == state.metrics  # what an exporter (rl_metrics_exporter) receives, once per RL episode
     base, new = load_checkpoint(rl_ckpts[0])[0].state_dict(), load_checkpoint(state.checkpoints["1"])[0].state_dict()
     assert base.keys() == new.keys() and all(torch_equal(base[k], new[k]) for k in base)
     before, after = Policy.load(rl_ckpts[0]), Policy.load(state.checkpoints["1"])

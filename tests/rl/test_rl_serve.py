@@ -153,3 +153,22 @@ def test_null_update_serves_the_base_actions_bit_for_bit(served, rl_ckpts, exper
     after = served_actions(base_version + 1)
     for a, b in zip(before, after):
         assert np.array_equal(a, b)
+
+
+def test_rl_metrics_exporter_sets_prometheus_gauges(ray_local):
+    import ray
+
+    from syvla.rl.actors import rl_metrics_exporter
+
+    rl_metrics_exporter("gauges")({"episode": 2, "version": 3, "success_rate": 0.65, "clip_fraction": 0.1})
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    want = ['ray_syvla_rl_success_rate{', 'ray_syvla_rl_episodes{']
+    end, lines = time.monotonic() + 90, []
+    while time.monotonic() < end:
+        lines = [line for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines()
+                 if 'run="gauges"' in line]
+        if all(any(line.startswith(w) for line in lines) for w in want):
+            break
+        time.sleep(2)
+    rate = [line for line in lines if line.startswith(want[0])]
+    assert rate and 'policy_version="3"' in rate[0] and rate[0].endswith(" 0.65"), lines

@@ -258,3 +258,46 @@ def test_client_examples_in_the_docs_run_as_written(live, doc):
                  "img2": obs["images"]["gripperPOV"], "state": obs["state"], "state39": obs["state"]}
         exec(compile(block.replace("http://127.0.0.1:8000", url), doc, "exec"), scope)
         assert scope["out"].actions.shape[1] == 4 and scope["out"].policy_version == 0
+
+
+@pytest.mark.filterwarnings("ignore:You should not use the 'timeout' argument")
+def test_every_answer_reaches_the_metrics(tmp_path, debug_ckpts):
+    """The app reports each answer (route template, status, refused field) and each act's timing parts."""
+    from fastapi.testclient import TestClient
+
+    from syvla.serving.metrics import ServingMetrics
+
+    class Recorder(ServingMetrics):
+        def __init__(self):
+            self.requests, self.acts, self.replay_bytes = [], [], 0
+
+        def request(self, route, status, field=""):
+            self.requests.append((route, status, field))
+
+        def act(self, timing, policy_version):
+            self.acts.append((dict(timing), policy_version))
+
+        def replay(self, bytes_written):
+            self.replay_bytes = bytes_written
+
+    cfg = ServeConfig(checkpoint=str(debug_ckpts[0]), version=0, replay_dir=str(tmp_path / "replay"))
+    host = PolicyHost(cfg, replay=rb.ReplayWriter(cfg.replay_dir, writer_id="metrics"))
+    host.load_version(0, cfg.checkpoint)
+    rec = Recorder()
+    with TestClient(create_app(host, metrics=rec)) as http:
+        c = PolicyClient("http://testserver", http=http, encoding="msgpack")  # closing it would close `http`
+        eid = c.start_episode()
+        obs = make_obs(4, side=16)
+        c.act(obs["images"], obs["state"], obs["instruction"], seed=0)
+        c.post_reward(1)
+        http.get("/healthz")
+        http.get("/nope")
+        http.post("/v1/episodes", content=b"{}", headers={"content-type": "text/plain"})
+        http.post(f"/v1/episodes/{eid[:-1]}x/reward", json={"reward": 1})
+    assert rec.requests == [("/v1/episodes", 200, ""), ("/v1/metadata", 200, ""), ("/v1/act", 200, ""),
+                            ("/v1/episodes/{episode_id}/reward", 200, ""), ("/healthz", 200, ""),
+                            ("unknown", 404, "path"), ("/v1/episodes", 415, "content-type"),
+                            ("/v1/episodes/{episode_id}/reward", 404, "episode_id")]
+    (timing, version), = rec.acts
+    assert version == 0 and {"receive_ms", "queue_ms", "infer_ms", "replay_ms", "server_ms", "batch_size"} <= set(timing)
+    assert rec.replay_bytes == host.replay.bytes_written > 0

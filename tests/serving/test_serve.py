@@ -211,3 +211,26 @@ def test_sim_robot_episode_through_the_endpoint(app):
     recorded = rb.ReplayReader(replay).episodes(decode=False)[ep["episode_id"]]
     assert recorded.reward == int(ep["success"]) and len(recorded.steps) == ep["chunks"]
     assert recorded.instruction == "reach the red goal position"
+
+
+def test_replicas_export_prometheus_metrics(app):
+    """What the replicas report reaches Ray's Prometheus endpoint of the node (exported as ray_syvla_*)."""
+    import ray
+
+    url, _ = app
+    with PolicyClient(url, api_key=KEY) as c:
+        c.start_episode()
+        obs = make_obs(6)
+        c.act(obs["images"], obs["state"], obs["instruction"], seed=2)
+    httpx.get(url + "/v1/nope", headers={"x-api-key": KEY})
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    want = ('ray_syvla_requests_total{', 'route="/v1/act"', 'status="200"'), \
+           ('ray_syvla_requests_total{', 'route="unknown"', 'status="404"'), \
+           ('ray_syvla_act_ms_bucket{', 'part="infer"'), ('ray_syvla_policy_version{',), ('ray_syvla_replay_bytes{',)
+    end, missing = time.monotonic() + 90, want
+    while missing and time.monotonic() < end:
+        lines = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines()
+        missing = [w for w in want if not any(all(p in line for p in w) and 'app="syvla_test"' in line
+                                               for line in lines)]
+        time.sleep(2)
+    assert not missing, missing

@@ -91,3 +91,26 @@ def test_rerun_after_driver_crash_resumes_same_run(ray_local, tmp_path):
     result = ray_train.fit(cfg, {"train": ray.data.from_arrow(table)}, norm_stats(table))
     assert result.error is None
     assert result.metrics["step"] == 6 and result.metrics["resumed_from"] >= crashed_at
+
+
+def test_rank_zero_exports_training_metrics(ray_local, tmp_path):
+    """Each report of rank 0 sets the ray_syvla_train_* gauges on the node's Prometheus endpoint."""
+    import time
+
+    import httpx
+    import ray
+
+    from syvla.train import ray_train
+
+    cfg = tiny_config("metrics", str(tmp_path / "runs"), max_steps=2, checkpoint_every=2, workers=1)
+    table = synthetic_table()
+    assert ray_train.fit(cfg, {"train": ray.data.from_arrow(table)}, norm_stats(table)).error is None
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    want = [f'ray_syvla_train_{k}{{' for k in ("step", "loss", "samples_per_s")]
+    end, missing = time.monotonic() + 90, want
+    while missing and time.monotonic() < end:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        missing = [w for w in want if not any(line.startswith(w) and 'run="metrics"' in line
+                                               for line in text.splitlines())]
+        time.sleep(2)
+    assert not missing, missing

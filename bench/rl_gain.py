@@ -7,12 +7,14 @@ the "w/o RL" control of Table 3 (continued imitation on as many extra expert epi
 
 Steps (each skipped when its output exists, so an interrupted run resumes; all through the pipelines):
 1. the fine-tuned checkpoint: `--checkpoint`, else built here (collect, pretrain, fine-tune on the task);
-2. RL: `pipelines/rl.py` with its defaults (the recipe), `--rl_episodes` x `--rollouts` on simulated robots
-   through the Serve endpoint (layouts from seed 1000, disjoint from the evaluation's);
-3. the control: as many new expert demos as RL had rollouts, fine-tuning from the same checkpoint on them;
-4. `pipelines/evaluate.py` of all three on the same `--episodes` held-out layouts (syvla.sim.trusted: same
+2. the retriever: RL's CLIP encoder fine-tuned on the imitation set (`pipelines/train_retriever.py`,
+   `--retriever_steps`; skipped when `--rl_flags` names a `--clip_checkpoint`);
+3. RL: `pipelines/rl.py` with its defaults (the recipe) and that retriever, `--rl_episodes` x `--rollouts` on
+   simulated robots through the Serve endpoint (layouts from seed 1000, disjoint from the evaluation's);
+4. the control: as many new expert demos as RL had rollouts, fine-tuning from the same checkpoint on them;
+5. `pipelines/evaluate.py` of all three on the same `--episodes` held-out layouts (syvla.sim.trusted: same
    layouts and flow noise for every checkpoint), compared pair by pair (Wilson intervals, exact McNemar);
-5. the RL policy once more through the endpoint (`pipelines/serve.py`, `evaluate.py --endpoint`): the same
+6. the RL policy once more through the endpoint (`pipelines/serve.py`, `evaluate.py --endpoint`): the same
    episodes must give the same outcomes as in process.
 Last line: `rl_success_gain: X`, percentage points of held-out success after RL minus before.
 """
@@ -87,6 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--rl_episodes", type=int, default=10, help="RL episodes (App. A: at most 10)")
     p.add_argument("--rollouts", type=int, default=20, help="rollouts per RL episode (App. A: at most 20)")
     p.add_argument("--rl_flags", default="", help="extra pipelines/rl.py flags, one string (recorded in the output)")
+    p.add_argument("--retriever_steps", type=int, default=2000, help="train_retriever.py steps on the imitation set "
+                                                                     "(0 = RL's untrained CLIP)")
     p.add_argument("--control_steps", type=int, default=200, help="'w/o RL': fine-tuning steps on the extra demos")
     p.add_argument("--episodes", type=int, default=50, help="held-out evaluation episodes (paired)")
     p.add_argument("--name", default="", help="run name ('' = from task and flags)")
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
     small = []
     if args.quick:
         args.demos, args.pretrain_steps, args.finetune_steps, args.control_steps = 2, 2, 2, 2
-        args.rl_episodes, args.rollouts, args.episodes = 1, 2, 2
+        args.rl_episodes, args.rollouts, args.episodes, args.retriever_steps = 1, 2, 2, 2
         small = ["--global_batch_size", "8", "--checkpoint_every", "2", "--log_every", "1", "--scale.num_workers", "1"]
     work = (ROOT / args.work).resolve() if not Path(args.work).is_absolute() else Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -129,7 +133,16 @@ def main(argv=None) -> int:
                 "--storage_path", str(work / "runs"), "--out_dir", str(base.parent),
                 "--max_steps", str(args.finetune_steps), *small)
 
-    # 2. RL with the default recipe (+ --rl_flags)
+    # 2. the retriever, trained on the imitation set RL retrieves from
+    rl_flags = shlex.split(args.rl_flags)
+    if "--clip_checkpoint" not in rl_flags and args.retriever_steps > 0:
+        clip = work / "retriever" / f"clip-{args.task}-{args.retriever_steps}.pt"
+        if not clip.exists():
+            run("pipelines/train_retriever.py", "--data", str(expert_data), "--tasks", args.task, "--output", str(clip),
+                "--steps", str(args.retriever_steps), "--log_every", str(max(1, args.retriever_steps // 8)))
+        rl_flags += ["--clip_checkpoint", str(clip)]
+
+    # 3. RL with the default recipe (+ --rl_flags)
     name = args.name or f"{args.task}-" + (args.rl_flags.replace("--", "").replace(" ", "_") or "default")
     run_dir = work / "rl" / name
     final = run_dir / "final_version.json"
@@ -137,13 +150,13 @@ def main(argv=None) -> int:
         run("pipelines/rl.py", "--run.name", name, "--run.runs_dir", str(work / "rl"), "--run.checkpoint", str(base),
             "--run.tasks", args.task, "--run.expert_data", str(expert_data), "--run.seed", str(RL_SEED),
             "--rl_episodes", str(args.rl_episodes), "--rollouts_per_episode", str(args.rollouts),
-            "--run.port", str(args.port), "--final_eval", "false", *shlex.split(args.rl_flags))
+            "--run.port", str(args.port), "--final_eval", "false", *rl_flags)
         state = json.loads((run_dir / "state.json").read_text())
         final.write_text(json.dumps({"version": state["version"], "checkpoint": state["checkpoints"][str(state["version"])],
-                                     "rl_flags": args.rl_flags}))
+                                     "rl_flags": shlex.join(rl_flags)}))
     after_rl = Path(json.loads(final.read_text())["checkpoint"])
 
-    # 3. the "w/o RL" control: continued imitation on as many new expert demos as RL had rollouts
+    # 4. the "w/o RL" control: continued imitation on as many new expert demos as RL had rollouts
     control = work / "control" / f"w-o-rl-{args.task}-{rollouts}"
     if not is_checkpoint_dir(control):
         extra_raw, extra_prep = work / f"extra_raw_{rollouts}", work / f"extra_prepared_{rollouts}"
@@ -157,14 +170,14 @@ def main(argv=None) -> int:
             "--storage_path", str(work / "runs"), "--out_dir", str(control.parent),
             "--max_steps", str(args.control_steps), *small)
 
-    # 4. the same held-out layouts and noise for all three
+    # 5. the same held-out layouts and noise for all three
     ev = work / "eval"
     results = {"fine-tuned (before)": evaluate(base, args.task, args.episodes, ev / f"base-{base.name}.json"),
                "after RL": evaluate(after_rl, args.task, args.episodes, ev / f"rl-{name}.json"),
                "w/o RL (more imitation)": evaluate(control, args.task, args.episodes, ev / f"{control.name}.json")}
     before = results["fine-tuned (before)"]
     log(f"{args.task}: {args.episodes} held-out layouts (seeds {EVAL_SEED}..), same flow noise for every policy; "
-        f"RL: {args.rl_episodes} x {args.rollouts} rollouts {args.rl_flags or '(defaults)'}")
+        f"RL: {args.rl_episodes} x {args.rollouts} rollouts, defaults + {shlex.join(rl_flags) or 'nothing'}")
     comparisons = {}
     for label, r in results.items():
         rate = SuccessRate.from_dict(r["success"])
@@ -180,7 +193,7 @@ def main(argv=None) -> int:
     agree = paired_gain(results["after RL"], served)
     log(f"  after RL through the endpoint: {SuccessRate.from_dict(served['success'])}; "
         f"{agree['n'] - agree['a_only'] - agree['b_only']}/{agree['n']} episodes with the same outcome as in process")
-    summary = {"task": args.task, "episodes": args.episodes, "eval_seed": EVAL_SEED, "rl_flags": args.rl_flags,
+    summary = {"task": args.task, "episodes": args.episodes, "eval_seed": EVAL_SEED, "rl_flags": shlex.join(rl_flags),
                "rl_episodes": args.rl_episodes, "rollouts": args.rollouts, "control_steps": args.control_steps,
                "checkpoint": str(base), "success": {k: r["success"] for k, r in results.items()},
                "comparisons": comparisons, "rl_vs_control": vs, "endpoint": served["success"],

@@ -40,14 +40,16 @@ class DemoConfig:
     episodes_per_task: int = field(20, "expert demos per task")
     pretrain_steps: int = field(600, "optimizer steps of pretraining (debug preset)")
     finetune_steps: int = field(400, "optimizer steps of fine-tuning on `task`")
+    retriever_steps: int = field(2000, "train_retriever.py steps: RL's CLIP encoder fine-tuned on the demos it "
+                                       "retrieves from (docs/rl.md)")
     rl_episodes: int = field(2, "RL episodes (collect -> update -> publish)")
     rl_rollouts: int = field(10, "rollouts per RL episode")
     eval_episodes: int = field(50, "held-out evaluation episodes of the fine-tuned and the RL policy (paired)")
     name: str = field("demo", "run name prefix (resumes when re-run)")
 
     def __post_init__(self):
-        for f in ("episodes_per_task", "pretrain_steps", "finetune_steps", "rl_episodes", "rl_rollouts",
-                  "eval_episodes"):
+        for f in ("episodes_per_task", "pretrain_steps", "finetune_steps", "retriever_steps", "rl_episodes",
+                  "rl_rollouts", "eval_episodes"):
             if getattr(self, f) < 1:
                 raise ValueError(f"DemoConfig.{f} must be >= 1, got {getattr(self, f)}")
         if self.task not in self.pretrain_tasks.split(","):
@@ -60,9 +62,11 @@ def main(argv=None) -> int:
     import finetune
     import pretrain
     import rl
+    import train_retriever
 
     from syvla.rl.controller import RunState
     from syvla.rl.launch import RLRunConfig
+    from syvla.rl.retriever_training import written_by_this_tool
     from syvla.runstate import read_json, write_json
 
     from syvla.train.config import preset
@@ -78,6 +82,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pre_name, ft_name = f"{cfg.name}-pretrain", f"{cfg.name}-finetune"
     pre_ckpt = Path("checkpoints/pretrain") / pre_name
+    clip = Path("checkpoints/retriever") / f"{cfg.name}-{cfg.task}.pt"
     demos = ["--demos.tasks", cfg.pretrain_tasks, "--demos.episodes_per_task", str(cfg.episodes_per_task)]
     stages = [
         ("collect demos", lambda: collect_sim.main(["--tasks", cfg.pretrain_tasks, "--episodes_per_task",
@@ -85,8 +90,12 @@ def main(argv=None) -> int:
         ("pretrain", lambda: pretrain.main(["--name", pre_name, "--max_steps", str(cfg.pretrain_steps), *demos])),
         ("fine-tune", lambda: finetune.main(["--name", ft_name, "--init_from", str(pre_ckpt), "--per_task", "false",
                                              "--data.tasks", cfg.task, "--max_steps", str(cfg.finetune_steps), *demos])),
+        ("retriever", lambda: 0 if written_by_this_tool(clip) else train_retriever.main(  # a re-run keeps it
+            ["--data", "data/metaworld", "--tasks", cfg.task, "--output", str(clip), "--steps",
+             str(cfg.retriever_steps), "--log_every", str(max(1, cfg.retriever_steps // 4))])),
         ("serve + robots + RL", lambda: rl.main(["--run.name", cfg.name, "--run.tasks", cfg.task,
                                                  "--run.checkpoint", f"checkpoints/finetune/{ft_name}",
+                                                 "--clip_checkpoint", str(clip),
                                                  "--rl_episodes", str(cfg.rl_episodes),
                                                  "--rollouts_per_episode", str(cfg.rl_rollouts),
                                                  "--final_eval", "false"])),
@@ -128,6 +137,7 @@ def heldout_evaluation(cfg: DemoConfig, out: Path) -> int:
     from syvla.model.policy import Policy
     from syvla.rl.controller import RunState
     from syvla.rl.launch import RLRunConfig
+    from syvla.rl.retriever_training import written_by_this_tool
     from syvla.runstate import write_json
     from syvla.sim.episodes import evaluate_policy
     from syvla.sim.trusted import paired_gain, trusted_episodes

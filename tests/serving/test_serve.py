@@ -234,3 +234,41 @@ def test_replicas_export_prometheus_metrics(app):
                                                for line in lines)]
         time.sleep(2)
     assert not missing, missing
+
+
+def test_robots_ride_through_a_replica_kill(app):
+    """A replica process killed while 4 robots act: every act returns (the client retries the proxy's plain
+    500s and dropped connections), none waits for the restart."""
+    import ray
+
+    url, _ = app
+    stop, latencies, errors = threading.Event(), [], []
+
+    def robot(i: int) -> None:
+        try:
+            with PolicyClient(url, api_key=KEY, deadline=60, timeout=30, backoff_s=0.05) as c:
+                c.start_episode()
+                obs = make_obs(i, side=8)
+                while not stop.is_set():
+                    t0 = time.monotonic()
+                    c.act(obs["images"], obs["state"], obs["instruction"])
+                    latencies.append(time.monotonic() - t0)
+        except Exception as exc:  # noqa: BLE001 (any failure is the finding)
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=robot, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+             if a["namespace"] == "serve" and a["name"].startswith(f"SERVE_REPLICA::{APP}#")]
+    assert len(names) == 2, names
+    ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)  # the process dies, as with kill -9
+    killed_at = len(latencies)
+    time.sleep(8)
+    stop.set()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and len(latencies) > killed_at + 8, (errors, len(latencies), killed_at)
+    # An episode pinned to version 0 continues on the surviving replica: no act waited for the restart.
+    assert max(latencies[killed_at:]) < 15, sorted(latencies)[-5:]

@@ -51,7 +51,14 @@ def main(argv=None) -> int:
     from syvla.serving.config import DeploymentConfig
     from syvla.serving.launch import ServeRunConfig, serve_config, serve_policy
 
-    ckpt, version = resolve_policy(run)
+    if cfg.use_expert_data and cfg.retrieval.mode == "similar" and cfg.clip_model == "debug" and not cfg.clip_checkpoint:
+        print("[rl] WARNING: the retriever's CLIP is the untrained debug encoder (--clip_checkpoint ''): train one "
+              "on the imitation set first (pipelines/train_retriever.py); RL gained only with a trained one "
+              "(docs/rl.md)", flush=True)
+    try:
+        ckpt, version = resolve_policy(run)
+    except FileNotFoundError as e:
+        raise SystemExit(f"rl.py: {e}")
     policy_cfg = read_config(ckpt)
     run.run_dir.mkdir(parents=True, exist_ok=True)
     experts = load_experts(run, policy_cfg.expert.chunk_len, cfg.max_expert_episodes)

@@ -79,3 +79,19 @@ def test_pipeline_flags_and_policy_choice(tmp_path):
     assert resolve_policy(run, log=logs.append)[1] == 5
     make_debug_checkpoint(tmp_path / "ckpt" / "finetune" / "ft", policy_version=7, embodiments=(mw.EMBODIMENT,))
     assert resolve_policy(run, log=logs.append) == ((tmp_path / "ckpt" / "finetune" / "ft").resolve(), 7)
+
+
+def test_rl_pipeline_warns_of_an_untrained_retriever_and_names_a_bad_checkpoint(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("rl_pipeline", Path(__file__).parents[2] / "pipelines" / "rl.py")
+    rl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rl)
+    missing = str(tmp_path / "no-such-checkpoint")
+    with pytest.raises(SystemExit, match=f"rl.py: RLRunConfig.checkpoint {missing} is not a policy checkpoint"):
+        rl.main(["--run.checkpoint", missing])
+    assert "WARNING: the retriever's CLIP is the untrained debug encoder" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        rl.main(["--run.checkpoint", missing, "--retrieval.mode", "random"])  # no retrieval: nothing to warn of
+    assert "WARNING" not in capsys.readouterr().out

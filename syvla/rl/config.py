@@ -50,9 +50,9 @@ class RLConfig:
                                   "executes per chunk); 0 = the whole chunk")
     # ---- the policy update (FPO-style PPO, ../shared/notes/rl.md) -----------------------------------
     update_steps: int = field(16, "K: optimizer steps per RL episode (minibatches over the merged batch); 16 with "
-                                  "lr 1e-4 and a retriever trained on the imitation set is the recipe docs/rl.md measured")
+                                  "lr 3e-5 and a retriever trained on the imitation set is the recipe docs/rl.md measured")
     minibatch_size: int = field(32, "samples per optimizer step over all learners")
-    lr: float = field(1e-4, "AdamW learning rate of the policy (the paper gives none; docs/rl.md records the runs); "
+    lr: float = field(3e-5, "AdamW learning rate of the policy (the paper gives none; docs/rl.md records the runs); "
                             "0 with weight_decay 0 = a null update: the published version equals its parent bit for bit")
     weight_decay: float = field(0.0, "AdamW weight decay of the policy")
     grad_clip: float = field(1.0, "global gradient L2-norm clip of the policy")
@@ -144,7 +144,7 @@ class RLConfig:
 
 
 def debug_rl_config(**overrides) -> RLConfig:
-    """A short CPU run: 3 episodes x 6 rollouts, K = 16 steps of 32 samples at lr 1e-4, tiny value model and CLIP
+    """A short CPU run: 3 episodes x 6 rollouts, K = 16 steps of 32 samples at lr 3e-5, tiny value model and CLIP
     (untrained unless clip_checkpoint names one `pipelines/train_retriever.py` wrote: docs/rl.md)."""
     return dataclasses.replace(RLConfig(), **overrides)
 

@@ -137,7 +137,6 @@ def heldout_evaluation(cfg: DemoConfig, out: Path) -> int:
     from syvla.model.policy import Policy
     from syvla.rl.controller import RunState
     from syvla.rl.launch import RLRunConfig
-    from syvla.rl.retriever_training import written_by_this_tool
     from syvla.runstate import write_json
     from syvla.sim.episodes import evaluate_policy
     from syvla.sim.trusted import paired_gain, trusted_episodes

@@ -73,7 +73,6 @@ def create_app(host: PolicyHost, act: ActFn | None = None, metrics: ServingMetri
         if err.status == 503 and "retry-after" not in err.headers:
             resp.headers["retry-after"] = "1"  # not loaded yet, replay down: the client backs off, then retries
         resp.headers.update(err.headers)
-        resp.error_field = err.field  # for the metrics of the route
         return resp
 
     def check_key(request: Request) -> None:
@@ -137,14 +136,14 @@ def create_app(host: PolicyHost, act: ActFn | None = None, metrics: ServingMetri
         """Negotiation, API key, size limit, error mapping and metrics shared by every /v1 route."""
 
         async def wrapped(request: Request) -> Response:
-            resp = await answer(request)
-            field = getattr(resp, "error_field", "")
+            resp, field = await answer(request)
             metrics.request(route, resp.status_code, field)
             if host.replay is not None:
                 metrics.replay(host.replay.bytes_written)
             return resp
 
-        async def answer(request: Request) -> Response:
+        async def answer(request: Request) -> tuple[Response, str]:
+            """The route's response and, for a refusal, the field it names."""
             enc = protocol.JSON
             try:
                 req_enc = protocol.JSON
@@ -152,12 +151,12 @@ def create_app(host: PolicyHost, act: ActFn | None = None, metrics: ServingMetri
                     req_enc = protocol.encoding_of(request.headers.get("content-type"))  # 415 when missing
                 enc = protocol.response_encoding(request.headers.get("accept"), req_enc)
                 check_key(request)
-                return await fn(request, req_enc, enc)
+                return await fn(request, req_enc, enc), ""
             except ProtocolError as err:
-                return reply_error(err, enc)
+                return reply_error(err, enc), err.field
             except Exception:  # a bug of ours: say so, keep serving
                 log.exception("unhandled error on %s", request.url.path)
-                return reply_error(ProtocolError(500, "", "internal server error"), enc)
+                return reply_error(ProtocolError(500, "", "internal server error"), enc), ""
 
         return wrapped
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -82,6 +83,19 @@ def get_registry(app_name: str):
                                   lifetime="detached", get_if_exists=True).remote()
 
 
+def _never_raises(method):
+    """Metrics must never fail a request: a recording error is logged at debug level and dropped."""
+
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        try:
+            method(self, *args, **kwargs)
+        except Exception as exc:
+            log.debug("metrics %s: %r", method.__name__, exc)
+
+    return guarded
+
+
 class RayServingMetrics(ServingMetrics):
     """The app's reports as Prometheus metrics (`ray.util.metrics`; Ray exports them as `ray_syvla_*` from
     each node's metrics endpoint, tagged with the replica's worker). Names and tags: docs/serving.md#metrics."""
@@ -105,33 +119,25 @@ class RayServingMetrics(ServingMetrics):
         for m in (self._requests, self._act_ms, self._batch, self._version, self._replay, self._slow):
             m.set_default_tags(tags)
 
+    @_never_raises
     def request(self, route, status, field=""):
-        try:
-            self._requests.inc(1, tags={"route": route, "status": str(status), "field": field or ""})
-        except Exception as exc:  # metrics must never fail a request
-            log.debug("metrics: %r", exc)
+        self._requests.inc(1, tags={"route": route, "status": str(status), "field": field or ""})
 
+    @_never_raises
     def act(self, timing, policy_version):
-        try:
-            for part in ACT_PARTS:
-                if part in timing:
-                    self._act_ms.observe(float(timing[part]), tags={"part": part[:-3]})
-            self._batch.observe(float(timing.get("batch_size", 1)))
-            self._version.set(float(policy_version))
-        except Exception as exc:
-            log.debug("metrics: %r", exc)
+        for part in ACT_PARTS:
+            if part in timing:
+                self._act_ms.observe(float(timing[part]), tags={"part": part[:-3]})
+        self._batch.observe(float(timing.get("batch_size", 1)))
+        self._version.set(float(policy_version))
 
+    @_never_raises
     def replay(self, bytes_written):
-        try:
-            self._replay.set(float(bytes_written))
-        except Exception as exc:
-            log.debug("metrics: %r", exc)
+        self._replay.set(float(bytes_written))
 
+    @_never_raises
     def slow_uploads(self, in_progress):
-        try:
-            self._slow.set(float(in_progress))
-        except Exception as exc:
-            log.debug("metrics: %r", exc)
+        self._slow.set(float(in_progress))
 
 
 @serve.ingress()

@@ -15,6 +15,7 @@ refused with 409 (start a new episode) rather than answered by other weights.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -109,11 +110,8 @@ class PolicyHost:
             meta["versions_held"] = sorted(self._policies)
         meta["encodings"] = list(protocol.ENCODINGS)
         c = self.config
-        meta["limits"] = {"max_body_bytes": c.max_body_bytes, "max_image_side": c.max_image_side,
-                          "max_instruction_chars": c.limits.max_instruction_chars,
-                          "max_deadline_ms": c.limits.max_deadline_ms, "default_deadline_ms": c.default_deadline_ms,
-                          "body_timeout_s": c.body_timeout_s, "upload_grace_s": c.upload_grace_s,
-                          "max_slow_uploads": c.max_slow_uploads, "max_batch_size": c.max_batch_size}
+        meta["limits"] = {**dataclasses.asdict(c.limits), **{k: getattr(c, k) for k in (
+            "default_deadline_ms", "body_timeout_s", "upload_grace_s", "max_slow_uploads", "max_batch_size")}}
         meta["formats"] = protocol.FORMATS
         return meta
 
@@ -156,10 +154,6 @@ class PolicyHost:
 
     def parse_act(self, body: Any) -> ActRequest:
         return protocol.parse_act_request(body, self._embodiments, self.config.limits, self._secret)
-
-    def episode_id(self, uid_hex: str, version: int) -> str:
-        """The id this host would issue for `uid_hex` pinned to `version` (tests, tools)."""
-        return protocol.make_episode_id(uid_hex, version, self._secret)
 
     def act_batch(self, requests: list[ActRequest], arrivals: list[float]) -> list[dict | ProtocolError]:
         """Infer a batch (grouped by pinned version), record it durably, then answer.

@@ -186,11 +186,12 @@ class Episode:
             self.instruction, self.start_time = record.get("instruction"), record.get("time")
         elif kind == KIND_STEP:
             step = record.get("step")
-            same = [i for i, s in enumerate(self.steps) if step is not None and s.get("step") == step]
-            if same:  # a retried act (its first answer was lost): the robot ran the later answer
-                if record.get("time", 0.0) < self.steps[same[0]].get("time", 0.0):
+            i = bisect.bisect_left(self.steps, (step, float("-inf")), key=_step_order) if step is not None else -1
+            if 0 <= i < len(self.steps) and self.steps[i].get("step") == step:
+                # a retried act (its first answer was lost): the robot ran the later answer
+                if record.get("time", 0.0) < self.steps[i].get("time", 0.0):
                     return
-                del self.steps[same[0]]
+                del self.steps[i]
             bisect.insort(self.steps, record, key=_step_order)
             if self.policy_version is None:
                 self.policy_version = record.get("policy_version")

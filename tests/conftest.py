@@ -4,6 +4,11 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# One OpenMP thread per test process, set before torch loads. The tests run the tiny debug model
+# from several Python threads at once (robots + server in one process); with an OpenMP team per
+# calling thread on 2 shared cores, team threads spun for 20+ minutes of CPU each and the run
+# hung (seen in CI and reproduced here). One thread costs these tiny models nothing.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim before anything imports torchvision)
 
@@ -16,6 +21,6 @@ def ray_local():
     if not ray.is_initialized():
         # address="local": always a new instance, never a cluster another process left on this machine.
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"MUJOCO_GL": os.environ["MUJOCO_GL"]}})
+                 runtime_env={"env_vars": {k: os.environ[k] for k in ("MUJOCO_GL", "OMP_NUM_THREADS")}})
     yield ray
     ray.shutdown()

@@ -55,12 +55,12 @@ class PolicyServerError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class ActResult:
     actions: np.ndarray  # float32 [chunk, action_dim], raw units of the embodiment
-    policy_version: int  # the version that produced these actions (the episode's pinned version)
-    latest_policy_version: int  # the newest version the server holds (new episodes get it)
+    policy_version: int | None  # the version that produced these actions (the episode's pinned one); None: blind
+    latest_policy_version: int | None  # the newest version the server holds (new episodes get it); None: blind
     episode_id: str
     step: int | None
     cot: str | None
-    timing: dict  # server-side milliseconds: queue_ms, infer_ms, replay_ms, server_ms; batch_size
+    timing: dict  # server-side milliseconds: queue_ms, infer_ms, replay_ms, server_ms; batch_size ({} when blind)
 
 
 class PolicyClient:
@@ -129,8 +129,8 @@ class PolicyClient:
         out = self._call("POST", "/v1/act", body, send_deadline=True)
         if episode_id == self.episode_id:
             self.step += 1
-        return ActResult(actions=protocol.parse_actions(out["actions"]), policy_version=out["policy_version"],
-                         latest_policy_version=out["latest_policy_version"], episode_id=out["episode_id"],
+        return ActResult(actions=protocol.parse_actions(out["actions"]), policy_version=out.get("policy_version"),
+                         latest_policy_version=out.get("latest_policy_version"), episode_id=out["episode_id"],
                          step=out.get("step"), cot=out.get("cot"), timing=out.get("timing", {}))
 
     def post_reward(self, reward: int, episode_id: str | None = None) -> dict:

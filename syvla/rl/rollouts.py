@@ -8,7 +8,7 @@ action chunk and the robot's 0/1 reward to disk; RL trains on that rollout datas
 One step is one policy decision (one served action chunk). An episode's reward is
 given once, at its end (0/1 from a human or the simulator), so a trajectory's
 rewards are 0 except the last, which is the episode's reward. Episodes without a
-reward yet are not used (still running, or never judged) and are reported, as are
+reward yet are not used (still running, never judged, or inside the operator's undo window) and are reported, as are
 episodes whose steps carry more than one policy version (the server never mixes
 versions within an episode; such a trajectory cannot be scored by one policy).
 
@@ -118,9 +118,10 @@ class RolloutCollector:
     def take(self, n: int, min_version: int = 0) -> Collected:
         """Up to n rewarded episodes of version >= min_version (oldest first); they are handed out once."""
         ready, waiting, stale, invalid = [], [], [], {}
+        now = time.time()
         for eid, ep in self._episodes.items():
             version = ep.policy_version
-            if ep.reward is None:
+            if not ep.settled(now):  # no reward yet, withdrawn, or still inside the operator's undo window
                 if ep.steps and version is not None and version >= min_version:
                     waiting.append(eid)
                 continue
@@ -138,7 +139,7 @@ class RolloutCollector:
 
     def ready(self, min_version: int = 0) -> int:
         return sum(1 for ep in self._episodes.values()
-                   if ep.reward is not None and ep.policy_version is not None and ep.policy_version >= min_version
+                   if ep.settled() and ep.policy_version is not None and ep.policy_version >= min_version
                    and not _problem(ep))
 
     def collect(self, n: int, min_version: int = 0, timeout_s: float = 600.0, min_rollouts: int = 1,

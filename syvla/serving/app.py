@@ -5,6 +5,10 @@
     POST /v1/episodes                  -> {"episode_id", "policy_version"}
     POST /v1/act                       observation -> action chunk, policy_version, timing
     POST /v1/episodes/{id}/reward      {"reward": 0 | 1}
+    GET  /operator, /operator/api/*    the operator's reward page (syvla/serving/operator.py; needs a replay buffer)
+
+A blind server (`ServeConfig.blind_checkpoints`, syvla/serving/blind.py) answers the same routes
+without any policy version or timing.
 
 Bodies are JSON or msgpack (Content-Type); replies follow Accept, else the
 request's encoding. Every refusal is a 4xx whose body names the field:
@@ -24,10 +28,10 @@ import time
 from typing import Awaitable, Callable
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from syvla.serving import protocol
+from syvla.serving import operator, protocol
 from syvla.serving.batching import NaturalBatcher
 from syvla.serving.host import PolicyHost
 from syvla.serving.metrics import ServingMetrics
@@ -163,7 +167,9 @@ def create_app(host: PolicyHost, act: ActFn | None = None, metrics: ServingMetri
     @app.get("/healthz")
     async def healthz() -> Response:
         reason = host.health()
-        body = {"status": "ok" if reason is None else reason, "policy_version": host.current_version}
+        body = {"status": "ok" if reason is None else reason}
+        if not host.blind:
+            body["policy_version"] = host.current_version
         metrics.request("/healthz", 200 if reason is None else 503)
         return reply(body, protocol.JSON, 200 if reason is None else 503)
 
@@ -184,16 +190,64 @@ def create_app(host: PolicyHost, act: ActFn | None = None, metrics: ServingMetri
             raise out
         timing = dict(out["timing"], receive_ms=(parsed - arrived) * 1e3, server_ms=(time.monotonic() - arrived) * 1e3)
         metrics.act(timing, out["policy_version"])
-        return reply(protocol.act_response(req.episode_id, out["actions"], out["policy_version"], out["latest_version"],
-                                           out.get("cot"), req.step, timing, enc), enc)
+        resp = protocol.act_response(req.episode_id, out["actions"], out["policy_version"], out["latest_version"],
+                                     out.get("cot"), req.step, timing, enc)
+        if host.blind:  # neither the version nor its speed may tell the arms apart
+            for key in ("policy_version", "latest_policy_version", "timing"):
+                del resp[key]
+        return reply(resp, enc)
 
     async def reward(request: Request, req_enc: str, enc: str) -> Response:
         obj = protocol.decode(await read_body(request), req_enc)
         episode_id = request.path_params["episode_id"]
         return reply(await asyncio.to_thread(host.post_reward, episode_id, obj), enc)
 
-    for route, fn, method, needs_body in (("/v1/metadata", metadata, "GET", False), ("/v1/episodes", episodes, "POST", True),
-                                          ("/v1/act", act_route, "POST", True),
-                                          ("/v1/episodes/{episode_id}/reward", reward, "POST", True)):
+    routes = [("/v1/metadata", metadata, "GET", False), ("/v1/episodes", episodes, "POST", True),
+              ("/v1/act", act_route, "POST", True), ("/v1/episodes/{episode_id}/reward", reward, "POST", True)]
+    if host.replay is not None:
+        routes += _operator_routes(host, reply, read_body)
+        app.add_api_route("/operator", lambda: HTMLResponse(operator.page()), methods=["GET"])
+    for route, fn, method, needs_body in routes:
         app.add_api_route(route, handler(route, fn, needs_body), methods=[method])
     return app
+
+
+def _operator_routes(host: PolicyHost, reply, read_body) -> list:
+    """The operator page's API (syvla/serving/operator.py) over this host's replay buffer."""
+    index = operator.OperatorIndex(host.replay.root)
+    window = host.config.undo_window_s
+
+    async def listing(request: Request, req_enc: str, enc: str) -> Response:
+        await asyncio.to_thread(index.refresh)
+        return reply({"episodes": index.awaiting(), "labels_last_hour": index.labels_last_hour(),
+                      "undo_window_s": window}, protocol.JSON)
+
+    async def frame(request: Request, req_enc: str, enc: str) -> Response:
+        q = request.query_params
+        episode_id, camera, step = q.get("episode", ""), q.get("camera", ""), q.get("step", "")
+        host.episode_version(episode_id)  # 404 for ids this server did not issue
+        if not step.isdigit():
+            raise ProtocolError(422, "step", "must be a step index")
+        await asyncio.to_thread(index.refresh)
+        data, media = await asyncio.to_thread(index.frame, episode_id, int(step), camera)
+        return Response(data, media_type=media, headers={"cache-control": "private, max-age=3600"})
+
+    async def label(request: Request, req_enc: str, enc: str) -> Response:
+        episode_id, reward = operator.parse_label(protocol.decode(await read_body(request), req_enc))
+        out = await asyncio.to_thread(host.post_reward, episode_id, {"reward": reward}, operator.SOURCE, window)
+        return reply(out, protocol.JSON)
+
+    async def undo(request: Request, req_enc: str, enc: str) -> Response:
+        episode_id, _ = operator.parse_label(protocol.decode(await read_body(request), req_enc), undo=True)
+        host.episode_version(episode_id)
+        await asyncio.to_thread(index.refresh)
+        reward, source, until = index.last_label(episode_id)
+        if reward is None or source != operator.SOURCE:
+            raise ProtocolError(409, "episode_id", "the episode has no operator label to withdraw")
+        if until is None or time.time() > until:
+            raise ProtocolError(409, "episode_id", f"the label is older than the undo window ({window:g} s)")
+        await asyncio.to_thread(host.withdraw_reward, episode_id, operator.SOURCE + "-undo")
+        return reply({"episode_id": episode_id, "reward": None}, protocol.JSON)
+
+    return [("/operator/api/episodes", listing, "GET", False), ("/operator/api/frame", frame, "GET", False),
+            ("/operator/api/label", label, "POST", True), ("/operator/api/undo", undo, "POST", True)]

@@ -40,16 +40,41 @@ class ServeConfig:
     batch_wait_timeout_s: float = field(0.0, "@serve.batch: seconds a batch waits to fill (0 = natural batching)")
     keep_versions: int = field(2, "policy versions held in memory for pinned episodes (current + older)")
     weight_poll_s: float = field(0.5, "replicas poll the weight registry this often in seconds (0 = never)")
+    blind_checkpoints: tuple[str, ...] = field((), "blind evaluation: these checkpoints are served as versions "
+                                                    "0..K-1 and each new episode is assigned to one by a balanced "
+                                                    "random schedule; answers hide which (docs/operator.md)")
+    blind_seed: int = field(-1, "blind evaluation: the schedule's seed; -1 = a random one (keep it from operators)")
+    undo_window_s: float = field(30.0, "the operator page may withdraw a label this many seconds after posting it; "
+                                       "RL takes a labelled episode only after that")
 
     def __post_init__(self):
+        object.__setattr__(self, "blind_checkpoints", tuple(self.blind_checkpoints))
         for name in ("replay_segment_bytes", "max_body_bytes", "max_image_side", "default_deadline_ms",
                      "max_batch_size", "keep_versions", "body_timeout_s", "upload_grace_s", "max_slow_uploads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServeConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.version < 0:
             raise ValueError(f"ServeConfig.version must be >= 0, got {self.version}")
-        if self.batch_wait_timeout_s < 0 or self.weight_poll_s < 0:
-            raise ValueError("ServeConfig.batch_wait_timeout_s and ServeConfig.weight_poll_s must be >= 0")
+        if self.batch_wait_timeout_s < 0 or self.weight_poll_s < 0 or self.undo_window_s < 0:
+            raise ValueError("ServeConfig.batch_wait_timeout_s, weight_poll_s and undo_window_s must be >= 0")
+        if self.blind_checkpoints:
+            k = len(self.blind_checkpoints)
+            if k < 2 or len(set(self.blind_checkpoints)) != k:
+                raise ValueError(f"ServeConfig.blind_checkpoints must name at least 2 different checkpoints, "
+                                 f"got {list(self.blind_checkpoints)}")
+            if self.checkpoint:
+                raise ValueError("ServeConfig.checkpoint and blind_checkpoints exclude each other: a blind server "
+                                 "serves exactly its blind_checkpoints")
+            if self.keep_versions < k:
+                raise ValueError(f"ServeConfig.keep_versions ({self.keep_versions}) must be >= the {k} "
+                                 "blind_checkpoints, which are all held at once")
+            if self.weight_poll_s:
+                raise ValueError("ServeConfig.weight_poll_s must be 0 with blind_checkpoints: a weight update "
+                                 "during a blind comparison would change an arm")
+
+    @property
+    def blind(self) -> bool:
+        return bool(self.blind_checkpoints)
 
     @property
     def limits(self) -> Limits:

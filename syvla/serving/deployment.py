@@ -157,7 +157,9 @@ class PolicyDeployment:
         self._batcher = NaturalBatcher(self.host.act_batch_items, self.config.max_batch_size)
         self._batched.set_max_batch_size(self.config.max_batch_size)
         self._batched.set_batch_wait_timeout_s(self.config.batch_wait_timeout_s)
-        if self.config.checkpoint:
+        if self.config.blind:
+            await asyncio.to_thread(self.host.load_blind)
+        elif self.config.checkpoint:
             await asyncio.to_thread(self.host.load_version, self.config.version, self.config.checkpoint)
         self._registry = None
         if self.config.weight_poll_s > 0:
@@ -179,6 +181,8 @@ class PolicyDeployment:
 
     async def reconfigure(self, user_config: dict) -> None:
         """`{"version": int, "uri": checkpoint dir}`: load it beside the held versions, then swap."""
+        if self.config.blind:
+            raise ValueError("a blind server serves its blind_checkpoints only; it takes no user_config weights")
         if not isinstance(user_config, dict) or not {"version", "uri"} <= set(user_config):
             raise ValueError(f'user_config must be {{"version": int, "uri": str}}, got {user_config!r}')
         await asyncio.to_thread(self.host.load_version, int(user_config["version"]), resolve_path(str(user_config["uri"])))
@@ -222,7 +226,9 @@ def policy_app(config: ServeConfig, deployment: DeploymentConfig | None = None, 
     opts = dict((deployment or DeploymentConfig()).options(config.max_batch_size), **options)
     if "num_replicas" in options:
         opts.pop("autoscaling_config", None)
-    if config.checkpoint and "user_config" not in opts:
+    if config.blind:
+        config = dataclasses.replace(config, blind_checkpoints=tuple(resolve_path(c) for c in config.blind_checkpoints))
+    elif config.checkpoint and "user_config" not in opts:
         opts["user_config"] = {"version": config.version, "uri": config.checkpoint}
     return serve.deployment(name=DEPLOYMENT_NAME)(PolicyDeployment).options(**opts).bind(
         {k: getattr(config, k) for k in config.__dataclass_fields__})

@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping
 
 from syvla.serving import protocol
 from syvla.serving import replay_buffer as rb
+from syvla.serving.blind import BlindSchedule, episode_group
 from syvla.serving.config import ServeConfig
 from syvla.serving.protocol import ActRequest, ProtocolError
 
@@ -54,6 +55,23 @@ class PolicyHost:
         self._secret = config.episode_secret.encode() if config.episode_secret else secrets.token_bytes(32)
         self._lock = threading.Lock()  # guards the three dicts and _current (the swap)
         self._load_lock = threading.Lock()  # one load at a time: a shadow copy costs a model's memory
+        self.schedule: BlindSchedule | None = None  # blind servers: assigns new episodes (load_blind)
+
+    @property
+    def blind(self) -> bool:
+        return self.config.blind
+
+    def load_blind(self) -> None:
+        """A blind server's arms: `blind_checkpoints[i]` as version i, then the schedule over them."""
+        for version, uri in enumerate(self.config.blind_checkpoints):
+            self.load_version(version, uri)
+        with self._lock:
+            served = {v: (m["embodiments"], m.get("chunk_len")) for v, m in self._metadata.items()}
+        if len({repr(e) for e in served.values()}) != 1:
+            raise ValueError("blind_checkpoints must serve the same embodiments and chunk length (robots would "
+                             f"otherwise tell them apart): {served}")
+        seed = self.config.blind_seed if self.config.blind_seed >= 0 else secrets.randbits(63)
+        self.schedule = BlindSchedule(range(len(self.config.blind_checkpoints)), seed)
 
     # ---------------------------------------------------------------- versions
 
@@ -108,6 +126,8 @@ class PolicyHost:
                 raise ProtocolError(503, "", "no policy loaded yet")
             meta = dict(self._metadata[self._current])
             meta["versions_held"] = sorted(self._policies)
+        if self.blind:  # what every arm shares, nothing that tells them apart
+            meta = {"embodiments": meta["embodiments"], "chunk_len": meta.get("chunk_len"), "blind": True}
         meta["encodings"] = list(protocol.ENCODINGS)
         c = self.config
         meta["limits"] = {**dataclasses.asdict(c.limits), **{k: getattr(c, k) for k in (
@@ -136,24 +156,45 @@ class PolicyHost:
 
     def start_episode(self, body: Any = None) -> dict:
         version = self._current
-        if version is None:
+        if version is None or (self.blind and self.schedule is None):
             raise ProtocolError(503, "", "no policy loaded yet")
         info = protocol.parse_episode_request(body if body is not None else {}, self._embodiments(version))
-        episode_id = protocol.make_episode_id(uuid.uuid4().hex, version, self._secret)
+        extra = {}
+        if self.blind:
+            slot = self.schedule.assign(episode_group(info))
+            version, extra = slot.version, {"blind": slot.record()}
+        episode_id = protocol.make_episode_id(uuid.uuid4().hex, version, self._secret, blind=self.blind)
         self._record([{"kind": rb.KIND_EPISODE, "episode_id": episode_id, "time": time.time(),
-                       "policy_version": version, **info}])
-        return {"episode_id": episode_id, "policy_version": version}
+                       "policy_version": version, **info, **extra}])
+        return {"episode_id": episode_id} if self.blind else {"episode_id": episode_id, "policy_version": version}
 
-    def post_reward(self, episode_id: str, body: Any) -> dict:
-        protocol.parse_episode_id(episode_id, self._secret)  # 404 before anything is recorded
+    def episode_version(self, episode_id: Any) -> int:
+        """The pinned version of an id this server issued (a blind id is checked against the held versions); 404
+        for any other."""
+        return protocol.parse_episode_id(episode_id, self._secret, versions=self.versions if self.blind else ())
+
+    def post_reward(self, episode_id: str, body: Any, source: str = "api", undo_window_s: float = 0.0) -> dict:
+        """Record a 0/1 reward; with `undo_window_s`, RL waits that long for a possible `withdraw_reward`."""
+        self.episode_version(episode_id)  # 404 before anything is recorded
         reward = protocol.parse_reward_request(body)
-        self._record([{"kind": rb.KIND_REWARD, "episode_id": episode_id, "time": time.time(), "reward": reward}])
+        now = time.time()
+        record = {"kind": rb.KIND_REWARD, "episode_id": episode_id, "time": now, "reward": reward, "source": source}
+        if undo_window_s > 0:
+            record["undo_until"] = now + undo_window_s
+        self._record([record])
         return {"episode_id": episode_id, "reward": reward}
+
+    def withdraw_reward(self, episode_id: str, source: str) -> None:
+        """Record a null reward (the latest wins): the episode awaits a label again."""
+        self.episode_version(episode_id)
+        self._record([{"kind": rb.KIND_REWARD, "episode_id": episode_id, "time": time.time(), "reward": None,
+                       "source": source}])
 
     # ---------------------------------------------------------------- acting
 
     def parse_act(self, body: Any) -> ActRequest:
-        return protocol.parse_act_request(body, self._embodiments, self.config.limits, self._secret)
+        return protocol.parse_act_request(body, self._embodiments, self.config.limits, self._secret,
+                                          versions=self.versions if self.blind else ())
 
     def act_batch(self, requests: list[ActRequest], arrivals: list[float]) -> list[dict | ProtocolError]:
         """Infer a batch (grouped by pinned version), record it durably, then answer.

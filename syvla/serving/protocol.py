@@ -28,7 +28,7 @@ import math
 import re
 import struct
 import zlib
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import msgpack
 import numpy as np
@@ -45,6 +45,7 @@ API_KEY_HEADER = "x-api-key"
 # episode without shared episode state, and an HMAC of both under the app's secret, so the server
 # can tell its own ids from made-up or edited ones (docs/serving.md#policy-versions-and-episodes).
 _EPISODE_RE = re.compile(r"^ep-([0-9a-f]{32})-v(\d{1,18})-([0-9a-f]{32})$")
+_BLIND_EPISODE_RE = re.compile(r"^ep-([0-9a-f]{32})-([0-9a-f]{32})$")  # blind servers: the version is in the tag only
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -280,20 +281,37 @@ def _episode_tag(uid_hex: str, policy_version: int, secret: bytes) -> str:
     return hmac.new(secret, f"{uid_hex}-v{int(policy_version)}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def make_episode_id(uid_hex: str, policy_version: int, secret: bytes) -> str:
-    """`ep-<uid>-v<version>-<tag>`: the tag signs uid and version with the server's secret."""
-    return f"ep-{uid_hex}-v{int(policy_version)}-{_episode_tag(uid_hex, policy_version, secret)}"
+def make_episode_id(uid_hex: str, policy_version: int, secret: bytes, blind: bool = False) -> str:
+    """`ep-<uid>-v<version>-<tag>`: the tag signs uid and version with the server's secret.
+
+    blind: `ep-<uid>-<tag>`, the same tag without the version in clear, so neither the robot side nor an
+    operator can read which policy runs; the server recovers it by checking the tag against its held
+    versions (`parse_episode_id(..., versions=)`).
+    """
+    tag = _episode_tag(uid_hex, policy_version, secret)
+    return f"ep-{uid_hex}-{tag}" if blind else f"ep-{uid_hex}-v{int(policy_version)}-{tag}"
 
 
-def parse_episode_id(value: Any, secret: bytes, field: str = "episode_id") -> int:
-    """The pinned policy version of an episode id this server (its `secret`) issued; 404 for any other."""
+def parse_episode_id(value: Any, secret: bytes, field: str = "episode_id", versions: Iterable[int] = ()) -> int:
+    """The pinned policy version of an episode id this server (its `secret`) issued; 404 for any other.
+
+    A blind id verifies against each of `versions` (the versions the server holds)."""
     if not isinstance(value, str):
         raise ProtocolError(422, field, "must be a string returned by POST /v1/episodes")
     match = _EPISODE_RE.match(value)
-    if match is None or not hmac.compare_digest(match.group(3), _episode_tag(match.group(1), int(match.group(2)),
-                                                                              secret)):
-        raise ProtocolError(404, field, f"unknown episode id {value[:80]!r}: not issued by this server")
-    return int(match.group(2))
+    if match is not None:
+        if hmac.compare_digest(match.group(3), _episode_tag(match.group(1), int(match.group(2)), secret)):
+            return int(match.group(2))
+    elif (blind := _BLIND_EPISODE_RE.match(value)) is not None:
+        for version in versions:
+            if hmac.compare_digest(blind.group(2), _episode_tag(blind.group(1), version, secret)):
+                return int(version)
+    raise ProtocolError(404, field, f"unknown episode id {value[:80]!r}: not issued by this server")
+
+
+def episode_label(episode_id: str) -> str:
+    """A short handle for people (operator page, reports): the first 8 hex digits of the episode's uid."""
+    return episode_id[3:11]
 
 
 # ---------------------------------------------------------------- requests
@@ -333,19 +351,19 @@ _ACT_FIELDS = {"episode_id", "embodiment", "images", "state", "instruction", "th
 
 
 def parse_act_request(obj: Any, embodiments: Mapping[str, Mapping] | Callable[[int], Mapping], limits: Limits,
-                      secret: bytes) -> ActRequest:
+                      secret: bytes, versions: Iterable[int] = ()) -> ActRequest:
     """Validate a decoded `/v1/act` body against the served embodiments.
 
     `embodiments` is `Policy.metadata()["embodiments"]` of the episode's
     policy, or a function of the episode's pinned version that returns it;
-    `secret` verifies the episode id (`parse_episode_id`).
+    `secret` verifies the episode id (`parse_episode_id`; a blind id against `versions`).
     """
     obj = _require_map(obj)
     _unknown_keys(obj, _ACT_FIELDS)
     for key in ("episode_id", "embodiment", "images", "state", "instruction"):
         if key not in obj:
             raise ProtocolError(422, key, "missing")
-    version = parse_episode_id(obj["episode_id"], secret)
+    version = parse_episode_id(obj["episode_id"], secret, versions=versions)
     if callable(embodiments):
         embodiments = embodiments(version)
     embodiment = obj["embodiment"]

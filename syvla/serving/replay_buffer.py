@@ -23,7 +23,10 @@ Record kinds (all carry `kind`, `episode_id`, `time` in Unix seconds):
 - `step`: `step`, `policy_version`, `embodiment`, `instruction`, `images`
   ({camera: PNG/JPEG bytes or uint8 array}), `state` (float32 array),
   `actions` (float32 [chunk, action_dim] array), `cot`, `think`, `seed`
-- `reward`: `reward` (0/1); when several arrive for one episode the last wins.
+- `reward`: `reward` (0/1, or null: a label withdrawn by the operator's undo); when several arrive
+  for one episode the last wins. Optional `source` ("api", "operator") and `undo_until` (Unix
+  seconds): until then the operator may still withdraw it, so RL does not take it before.
+- an `episode` record of a blind server also has `blind` ({group, block, slot}: its schedule slot).
 
 Episodes are assembled here and nowhere else (`Episode.add`, used by `ReplayReader.episodes`
 and by the RL rollout buffer, which folds records in as it polls a live buffer): the start
@@ -173,6 +176,9 @@ class Episode:
     steps: list = dataclasses.field(default_factory=list)  # step records, ordered by (step, time); one per step
     reward: int | None = None  # 0/1, None until posted
     reward_time: float | None = None  # when the reward in `reward` was posted
+    reward_settles: float | None = None  # until when the operator may still withdraw it (undo window)
+    reward_source: str | None = None  # who posted the last reward record: "api", "operator", ...
+    blind: dict | None = None  # the blind schedule's slot ({group, block, slot}) when a blind server started it
 
     @property
     def policy_versions(self) -> set:
@@ -184,6 +190,7 @@ class Episode:
         if kind == KIND_EPISODE:
             self.policy_version, self.embodiment = record.get("policy_version"), record.get("embodiment")
             self.instruction, self.start_time = record.get("instruction"), record.get("time")
+            self.blind = record.get("blind")
         elif kind == KIND_STEP:
             step = record.get("step")
             i = bisect.bisect_left(self.steps, (step, float("-inf")), key=_step_order) if step is not None else -1
@@ -200,7 +207,14 @@ class Episode:
         elif kind == KIND_REWARD:  # the last reward posted wins
             t = float(record.get("time", 0.0))
             if self.reward_time is None or t >= self.reward_time:
-                self.reward_time, self.reward = t, int(record["reward"])
+                self.reward_time = t
+                self.reward = None if record.get("reward") is None else int(record["reward"])  # None: withdrawn
+                self.reward_settles, self.reward_source = record.get("undo_until"), record.get("source")
+
+    def settled(self, now: float | None = None) -> bool:
+        """Whether the reward is final: posted, and past its undo window."""
+        now = time.time() if now is None else now
+        return self.reward is not None and (self.reward_settles is None or now >= self.reward_settles)
 
 
 def _step_order(step: dict) -> tuple[float, float]:
@@ -248,6 +262,27 @@ class ReplayReader:
                 if record.get("kind") != KIND_SEGMENT:
                     out.append(decode_record(record) if decode else record)
         return out, cursor
+
+    def follow(self, cursor: dict | None = None) -> tuple[list[tuple[dict, tuple[str, int]]], dict]:
+        """As `poll` (undecoded), with each record's location (segment name, byte offset) for `read_at`."""
+        cursor = dict(cursor or {})
+        out = []
+        for path in self.segments():
+            start = cursor.get(path.name, 0)
+            for record, end in self._read_segment(path, start):
+                if record.get("kind") != KIND_SEGMENT:
+                    out.append((record, (path.name, start)))
+                cursor[path.name] = start = end
+        return out, cursor
+
+    def read_at(self, location: tuple[str, int], decode: bool = True) -> dict:
+        """The record at a location `follow` gave."""
+        name, offset = location
+        if not _SEGMENT_RE.match(name):
+            raise ValueError(f"not a replay segment name: {name!r}")
+        for record, _ in self._read_segment(self.root / name, offset):
+            return decode_record(record) if decode else record
+        raise ValueError(f"no intact record at {name}:{offset}")
 
     def episodes(self, decode: bool = True) -> dict[str, Episode]:
         """Episodes by id, steps ordered, reward attached (the last one posted)."""

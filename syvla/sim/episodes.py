@@ -170,7 +170,8 @@ def run_episode(policy: EpisodePolicy, robot, task: str, seed: int, cfg: Episode
             aborted = str(err)
             break
         latencies.append((time.perf_counter() - t0) * 1e3)
-        versions.add(int(version))
+        if version is not None:  # a blind server names none
+            versions.add(int(version))
         obs, success, done = robot.step_chunk(chunk[: cfg.execute_steps] if cfg.execute_steps else chunk)
     if aborted is None:
         policy.finish(bool(success))

@@ -89,9 +89,10 @@ def check_inputs(cfg: BlindEvalConfig) -> Path:
 
 def run_robots(cfg: BlindEvalConfig, url: str, operator, log=print) -> list:
     """Simulated robots on held-out layouts, one episode per job; each outcome goes to the operator as it ends."""
+    import functools
     import multiprocessing as mp
 
-    from syvla.sim.episodes import Endpoint
+    from syvla.sim.episodes import Endpoint, run_robot
     from syvla.sim.trusted import trusted_episodes
 
     episodes = trusted_episodes(cfg.task, cfg.episodes, max_steps=cfg.max_steps, execute_steps=cfg.execute_steps,
@@ -100,7 +101,8 @@ def run_robots(cfg: BlindEvalConfig, url: str, operator, log=print) -> list:
     jobs = [(cfg.task, episodes.seed + k) for k in range(cfg.episodes)]
     results = []
     with mp.get_context("spawn").Pool(cfg.robots) as pool:
-        for part in pool.imap_unordered(_one_episode, [(endpoint, episodes, job) for job in jobs]):
+        # A function of the library, not of this script: spawned workers import it by name.
+        for part in pool.imap_unordered(functools.partial(run_robot, endpoint, episodes), [[job] for job in jobs]):
             for ep in part:
                 results.append(ep)
                 if operator is not None:
@@ -108,13 +110,6 @@ def run_robots(cfg: BlindEvalConfig, url: str, operator, log=print) -> list:
                     operator.label_ready()
                 log(f"[blind_eval] robot episode {len(results)}/{len(jobs)} done (layout {ep.seed})")
     return sorted(results, key=lambda ep: ep.seed)
-
-
-def _one_episode(args):
-    from syvla.sim.episodes import run_robot
-
-    endpoint, episodes, job = args
-    return run_robot(endpoint, episodes, [job])
 
 
 def wait_for_labels(replay_dir: Path, n: int, deadline: float, operator=None, log=print) -> list:

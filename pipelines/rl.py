@@ -5,7 +5,8 @@
     python pipelines/rl.py --use_expert_data false           # ablation "w/o Expert Dataset"
     python pipelines/rl.py --advantage.expert_gae true       # ablation "w/ standard Advantage"
     python pipelines/rl.py --ablate_decoupling true          # ablation "w/o Intention Decoupling"
-    python pipelines/rl.py --run.name rl-a --run.robots 0    # real robots: they post 0/1 rewards themselves
+    python pipelines/rl.py --run.name rl-a --run.robots 0    # real robots: 0/1 rewards from <url>/operator or their code
+    python pipelines/rl.py --run.operator sim                # simulated robots, a simulated operator labels
     ray job submit -- python pipelines/rl.py --preset paper --clip_checkpoint /ckpt/vit_b_32.bin
 
 Starts Serve from the newest fine-tuned checkpoint (checkpoints/finetune, then checkpoints/pretrain, else an
@@ -63,12 +64,13 @@ def main(argv=None) -> int:
     run.run_dir.mkdir(parents=True, exist_ok=True)
     experts = load_experts(run, policy_cfg.expert.chunk_len, cfg.max_expert_episodes)
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)
-    serving = ServeRunConfig(checkpoint=str(ckpt), version=version, app_name=APP_NAME, port=run.port,
+    serving = ServeRunConfig(checkpoint=str(ckpt), version=version, app_name=APP_NAME, host=run.host, port=run.port,
                              deployment=DeploymentConfig(num_replicas=run.replicas, num_cpus=run.replica_cpus),
                              device=cfg.device, replay_dir=str(run.replay_dir), blocking=False)
     url = serve_policy(serving, serve_config(serving, ckpt, version))
     print(f"[rl] {cfg.ablation}: serving v{version} at {url} on {run.replicas} replica(s); "
-          f"{len(experts)} expert frames of {experts.num_episodes} demos; run dir {run.run_dir}", flush=True)
+          f"{len(experts)} expert frames of {experts.num_episodes} demos; run dir {run.run_dir}; "
+          f"operator page {url}/operator", flush=True)
     workers = start_workers(cfg, ckpt, run.replay_dir, experts)
     robots = SimRobots(run, url) if run.robots else None
     try:

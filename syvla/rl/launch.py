@@ -11,7 +11,9 @@ No ray.init here; the pipeline connects first.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -32,7 +34,11 @@ class RLRunConfig:
     tasks: tuple[str, ...] = field(("reach-v3",), "Meta-World tasks the robots run and the expert set keeps")
     expert_data: str = field("data/metaworld", "imitation dataset (LeRobot / RLDS); collected here when missing")
     expert_episodes: int = field(10, "demos per task collected when expert_data does not exist")
-    robots: int = field(2, "simulated robot processes driving the endpoint (0 = real robots post rewards)")
+    robots: int = field(2, "simulated robot processes driving the endpoint (0 = real robots; rewards from their "
+                           "code or from people at <endpoint>/operator)")
+    operator: str = field("robot", "who labels simulated episodes: robot (each posts its success) or sim (a "
+                                   "simulated operator labels them through the operator page's API)")
+    operator_error_rate: float = field(0.0, "operator sim: probability that a label is flipped")
     seed: int = field(1000, "layout seed of the first robot episode; every collection uses new seeds, except "
                              "the final one, which reuses RL episode 0's (a paired before/after comparison)")
     max_steps: int = field(300, "env steps per robot episode (Meta-World: at most 500)")
@@ -41,7 +47,9 @@ class RLRunConfig:
     image_size: int = field(64, "camera pixels of the simulated robots")
     replicas: int = field(1, "Serve replicas of the policy")
     replica_cpus: float = field(0.5, "CPUs Ray reserves per Serve replica")
-    port: int = field(8000, "Serve HTTP port on 127.0.0.1")
+    host: str = field("127.0.0.1", "Serve HTTP host (0.0.0.0: robots and the operator page on other machines; "
+                                   "set $SYVLA_API_KEY then)")
+    port: int = field(8000, "Serve HTTP port")
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -52,6 +60,12 @@ class RLRunConfig:
                 raise ValueError(f"RLRunConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.robots < 0 or self.execute_steps < 0 or self.replica_cpus < 0:
             raise ValueError("RLRunConfig.robots, execute_steps and replica_cpus must be >= 0")
+        if self.operator not in ("robot", "sim"):
+            raise ValueError(f"RLRunConfig.operator must be robot or sim, got {self.operator!r}")
+        if not 0.0 <= self.operator_error_rate <= 1.0:
+            raise ValueError(f"RLRunConfig.operator_error_rate must be in [0, 1], got {self.operator_error_rate}")
+        if self.operator_error_rate and self.operator != "sim":
+            raise ValueError("RLRunConfig.operator_error_rate needs --run.operator sim (robots post exact outcomes)")
 
     @property
     def run_dir(self) -> Path:
@@ -93,11 +107,17 @@ def load_experts(run: RLRunConfig, chunk_len: int, max_episodes_per_task: int = 
     return ExpertSet.from_tables(tables, chunk_len, run.tasks, max_episodes_per_task)
 
 
+def _api_key() -> str:
+    """The key pipelines/rl.py's server requires ($SYVLA_API_KEY, as serve_config reads it)."""
+    return os.environ.get("SYVLA_API_KEY", "")
+
+
 class SimRobots:
     """on_collect hook: `robots` Meta-World robot processes run n episodes against the endpoint in the background.
 
-    Each episode posts its success as the 0/1 reward, so it lands in the replay
-    buffer as a rollout; the controller meanwhile waits on the rollout buffer.
+    Each episode's success becomes its 0/1 reward (posted by the robot, or with `operator` sim by a
+    simulated operator through the operator page's API, wrong with `operator_error_rate`), so it lands
+    in the replay buffer as a rollout; the controller meanwhile waits on the rollout buffer.
     A robot failure is raised at the next collection or at `join`.
     """
 
@@ -121,8 +141,11 @@ class SimRobots:
 
         def drive():
             try:
-                summary = evaluate_endpoint(Endpoint(self.url), cfg,
+                by_operator = self.run.operator == "sim"
+                summary = evaluate_endpoint(Endpoint(self.url, api_key=_api_key(), post_rewards=not by_operator), cfg,
                                             robots=min(self.run.robots, per_task * len(self.run.tasks)))
+                if by_operator:
+                    self._operator_labels(summary["results"])
                 self.summaries.append({"label": label, "version": version, **summary})
             except Exception:  # noqa: BLE001 - reported to the controller's thread by join()
                 self._error = traceback.format_exc()
@@ -130,6 +153,24 @@ class SimRobots:
         self.log(f"[rl] robots: {per_task * len(self.run.tasks)} episodes on version {version} (seeds from {cfg.seed})")
         self._thread = threading.Thread(target=drive, name=f"sim-robots-{label}", daemon=True)
         self._thread.start()
+
+    def _operator_labels(self, results: list[dict]) -> None:
+        from syvla.sim.operator import SimulatedOperator
+
+        op = SimulatedOperator(self.url, error_rate=self.run.operator_error_rate, seed=self._seed, api_key=_api_key())
+        try:
+            for ep in results:
+                if not ep["aborted"]:
+                    op.tell(ep["episode_id"], ep["success"])
+            for _ in range(50):  # the page lists what the replay buffer holds; all of it is there by now
+                op.label_ready()
+                if not op.waiting:
+                    break
+                time.sleep(0.2)
+        finally:
+            op.close()
+        flipped = sum(1 for lab in op.labels if lab.reward != int(lab.truth))
+        self.log(f"[rl] simulated operator labelled {len(op.labels)} episodes ({flipped} wrong)")
 
     def join(self) -> None:
         if self._thread is not None:

@@ -172,3 +172,22 @@ def test_the_page_in_a_real_browser_labels_by_keyboard_and_undoes(live, tmp_path
     episodes = rb.ReplayReader(host.config.replay_dir).episodes(decode=False)
     assert (episodes[b].reward, episodes[a].reward) == (1, None)
     assert (ARTIFACTS / "operator_page.png").stat().st_size > 10_000
+
+
+def test_simulated_operator_labels_what_the_page_lists_with_its_error_rate(live):
+    from syvla.sim.operator import SimulatedOperator
+
+    host, url = live
+    ids = [run_episode(url, 10 + k, steps=1)[0] for k in range(4)]
+    truth = [True, False, True, False]
+    exact, wrong = SimulatedOperator(url, api_key=KEY), SimulatedOperator(url, error_rate=1.0, api_key=KEY)
+    for eid, t in zip(ids[:2], truth[:2]):
+        exact.tell(eid, t)
+    for eid, t in zip(ids[2:], truth[2:]):
+        wrong.tell(eid, t)
+    exact.tell("ep-not-listed", True)  # an outcome the page does not list stays waiting
+    assert exact.label_ready() == 2 and wrong.label_ready() == 2 and exact.waiting == 1
+    assert {(e, r) for e, r, _ in rewards(host)} == {(ids[0], 1), (ids[1], 0), (ids[2], 0), (ids[3], 1)}
+    assert all(source == "operator" for _, _, source in rewards(host))
+    with pytest.raises(ValueError, match="error_rate"):
+        SimulatedOperator(url, error_rate=1.5)

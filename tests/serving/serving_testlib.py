@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+
 import numpy as np
 
 CAMERAS = ("corner2", "topview", "gripperPOV")  # the debug preset's Meta-World rig
@@ -33,3 +37,23 @@ def act_body(episode_id: str, obs: dict, seed: int | None = None) -> dict:
     return {"episode_id": episode_id, "embodiment": "metaworld", "instruction": obs["instruction"],
             "images": {k: P.pack_array(v) for k, v in obs["images"].items()}, "state": P.pack_array(obs["state"]),
             "seed": seed}
+
+
+@contextlib.contextmanager
+def uvicorn_server(app, **config):
+    """`app` over real sockets: uvicorn in a daemon thread on a free 127.0.0.1 port; yields (url, port)."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    end = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < end, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}", port
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -8,7 +8,6 @@ import io
 import json
 import socket
 import struct
-import threading
 import time
 import zlib
 
@@ -16,7 +15,7 @@ import httpx
 import msgpack
 import numpy as np
 import pytest
-from serving_testlib import CAMERAS, free_port, make_obs
+from serving_testlib import CAMERAS, make_obs, uvicorn_server
 
 from syvla.client import PolicyClient, PolicyServerError
 from syvla.serving import protocol as P
@@ -32,25 +31,13 @@ BODY_TIMEOUT_S = 2.0
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, debug_ckpts):
-    import uvicorn
-
     tmp = tmp_path_factory.mktemp("hardening")
     cfg = ServeConfig(checkpoint=str(debug_ckpts[0]), version=0, replay_dir=str(tmp / "replay"),
                       body_timeout_s=BODY_TIMEOUT_S, upload_grace_s=0.25, max_slow_uploads=SLOW_SLOTS)
     host = PolicyHost(cfg, replay=rb.ReplayWriter(cfg.replay_dir, writer_id="hardening"))
     host.load_version(0, cfg.checkpoint)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(host), host="127.0.0.1", port=port, log_level="warning",
-                                           backlog=512))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < end, "uvicorn did not start"
-        time.sleep(0.05)
-    yield host, f"http://127.0.0.1:{port}", port, tmp / "replay"
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_server(create_app(host), backlog=512) as (url, port):
+        yield host, url, port, tmp / "replay"
 
 
 def _stall(port: int) -> socket.socket:

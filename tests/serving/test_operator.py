@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import shutil
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from serving_testlib import free_port, make_obs
+from serving_testlib import make_obs, uvicorn_server
 
 from syvla.client import PolicyClient
 from syvla.rl.rollouts import RolloutCollector
@@ -27,24 +26,13 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "runs" / "test_artifacts"  # k
 @pytest.fixture()
 def live(tmp_path, debug_ckpts, request):
     """The app over real sockets (uvicorn in a thread), API key on; `undo_window_s` from the test's marker."""
-    import uvicorn
-
     window = getattr(request, "param", 30.0)
     cfg = ServeConfig(checkpoint=str(debug_ckpts[0]), version=0, replay_dir=str(tmp_path / "replay"), api_key=KEY,
                       undo_window_s=window)
     host = PolicyHost(cfg, replay=rb.ReplayWriter(cfg.replay_dir, writer_id="operator"))
     host.load_version(0, cfg.checkpoint)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(host), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < end, "uvicorn did not start"
-        time.sleep(0.05)
-    yield host, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with uvicorn_server(create_app(host)) as (url, _):
+        yield host, url
 
 
 def run_episode(url: str, seed: int, steps: int = 3) -> tuple[str, list[dict]]:
@@ -142,7 +130,8 @@ def test_the_page_in_a_real_browser_labels_by_keyboard_and_undoes(live, tmp_path
     wait = WebDriverWait(driver, 30)
 
     def cards() -> list[str]:
-        return [el.get_attribute("data-episode") for el in driver.find_elements(By.CSS_SELECTOR, "section.ep")]
+        # one script call: the page re-renders every refresh, so element handles go stale
+        return driver.execute_script("return [...document.querySelectorAll('section.ep')].map(e => e.dataset.episode)")
 
     def press(key: str) -> None:
         driver.find_element(By.TAG_NAME, "body").send_keys(key)
@@ -164,7 +153,7 @@ def test_the_page_in_a_real_browser_labels_by_keyboard_and_undoes(live, tmp_path
         wait.until(lambda d: cards() == [])
         press("u")  # undo the last label (a's failure)
         wait.until(lambda d: cards() == [a])
-        wait.until(lambda d: d.find_element(By.ID, "rate").text == "2")
+        wait.until(lambda d: d.execute_script("return document.getElementById('rate').textContent") == "2")
         driver.save_screenshot(str(ARTIFACTS / "operator_page_after_undo.png"))
     finally:
         driver.quit()

@@ -39,12 +39,16 @@ class ServeRunConfig:
                                     "one per start (running episodes then end with the server)")
     max_batch_size: int = field(8, "observations per Policy.infer_batch call")
     batch_wait_timeout_s: float = field(0.0, "seconds a batch waits to fill (0 = natural batching)")
+    undo_window_s: float = field(30.0, "the operator page (/operator) may withdraw a label this many seconds after "
+                                       "posting it; RL takes a label only after that")
     blocking: bool = field(True, "serve until interrupted (false: start, report, return)")
 
     def __post_init__(self):
         for name in ("port", "max_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServeRunConfig.{name} must be > 0, got {getattr(self, name)}")
+        if self.undo_window_s < 0:
+            raise ValueError(f"ServeRunConfig.undo_window_s must be >= 0, got {self.undo_window_s}")
         if self.version < -1:
             raise ValueError(f"ServeRunConfig.version must be >= -1, got {self.version}")
 
@@ -91,7 +95,8 @@ def serve_config(cfg: ServeRunConfig, checkpoint: Path, version: int) -> ServeCo
                        replay_dir=str(Path(cfg.replay_dir).resolve()) if cfg.replay_dir else "",
                        api_key=cfg.api_key or os.environ.get("SYVLA_API_KEY", ""),
                        episode_secret=cfg.episode_secret or os.environ.get("SYVLA_EPISODE_SECRET", ""),
-                       max_batch_size=cfg.max_batch_size, batch_wait_timeout_s=cfg.batch_wait_timeout_s)
+                       max_batch_size=cfg.max_batch_size, batch_wait_timeout_s=cfg.batch_wait_timeout_s,
+                       undo_window_s=cfg.undo_window_s)
 
 
 def serve_policy(cfg: ServeRunConfig, server: ServeConfig, timeout_s: float = 600.0) -> str:

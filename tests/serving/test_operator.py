@@ -180,3 +180,21 @@ def test_simulated_operator_labels_what_the_page_lists_with_its_error_rate(live)
     assert all(source == "operator" for _, _, source in rewards(host))
     with pytest.raises(ValueError, match="error_rate"):
         SimulatedOperator(url, error_rate=1.5)
+
+
+def test_rl_sim_robots_hand_their_outcomes_to_a_simulated_operator(live, monkeypatch):
+    """`pipelines/rl.py --run.operator sim`: the robots post nothing; the operator labels through the page's API."""
+    from syvla.rl.launch import RLRunConfig, SimRobots
+
+    host, url = live
+    monkeypatch.setenv("SYVLA_API_KEY", KEY)  # rl.py's server takes the key from there, its robots too
+    ids = [run_episode(url, 20 + k, steps=1)[0] for k in range(3)]
+    lines = []
+    robots = SimRobots(RLRunConfig(operator="sim"), url, log=lines.append)
+    robots._operator_labels([{"episode_id": ids[0], "success": True, "aborted": None},
+                             {"episode_id": ids[1], "success": False, "aborted": None},
+                             {"episode_id": ids[2], "success": True, "aborted": "version retired"}])
+    assert {(e, r) for e, r, _ in rewards(host)} == {(ids[0], 1), (ids[1], 0)}  # no label for an aborted episode
+    assert lines == ["[rl] simulated operator labelled 2 episodes (0 wrong)"]
+    with pytest.raises(ValueError, match="needs --run.operator sim"):
+        RLRunConfig(operator_error_rate=0.1)

@@ -51,6 +51,8 @@ class BlindEvalConfig:
     port: int = field(8000, "HTTP port of the endpoint")
     api_key: str = field("", "API key robots and the operator page must send; '' = open")
     timeout_s: float = field(3600.0, "give up (and report what is labelled) after this many seconds")
+    min_latency_ms: float = field(0.0, "every act answer waits until this many ms after arrival, so arms of "
+                                       "different speed answer alike (ServeConfig.blind_min_ms)")
     undo_window_s: float = field(30.0, "seconds the operator page may withdraw a label; a label counts after it")
 
     def __post_init__(self):
@@ -67,8 +69,9 @@ class BlindEvalConfig:
         for name in ("episodes", "port", "timeout_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"BlindEvalConfig.{name} must be > 0, got {getattr(self, name)}")
-        if self.robots < 0 or self.undo_window_s < 0 or not 0.0 <= self.error_rate <= 1.0:
-            raise ValueError("BlindEvalConfig.robots and undo_window_s must be >= 0, error_rate in [0, 1]")
+        if min(self.robots, self.undo_window_s, self.min_latency_ms) < 0 or not 0.0 <= self.error_rate <= 1.0:
+            raise ValueError("BlindEvalConfig.robots, undo_window_s and min_latency_ms must be >= 0, "
+                             "error_rate in [0, 1]")
 
 
 def check_inputs(cfg: BlindEvalConfig) -> Path:
@@ -190,7 +193,8 @@ def main(argv=None) -> int:
     k = len(cfg.checkpoints)
     server = ServeConfig(blind_checkpoints=tuple(str(Path(c).resolve()) for c in cfg.checkpoints),
                          blind_seed=cfg.seed, keep_versions=max(2, k), weight_poll_s=0.0,
-                         replay_dir=str(replay_dir), api_key=cfg.api_key, undo_window_s=cfg.undo_window_s)
+                         replay_dir=str(replay_dir), api_key=cfg.api_key, undo_window_s=cfg.undo_window_s,
+                         blind_min_ms=cfg.min_latency_ms)
     run = ServeRunConfig(deployment=DeploymentConfig(num_replicas=1), host=cfg.host, port=cfg.port,
                          app_name="syvla-blind", blocking=False)
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)

@@ -195,6 +195,9 @@ def create_app(host: PolicyHost, act: ActFn | None = None, metrics: ServingMetri
         if host.blind:  # neither the version nor its speed may tell the arms apart
             for key in ("policy_version", "latest_policy_version", "timing"):
                 del resp[key]
+            wait = config.blind_min_ms / 1e3 - (time.monotonic() - arrived)
+            if wait > 0:
+                await asyncio.sleep(wait)
         return reply(resp, enc)
 
     async def reward(request: Request, req_enc: str, enc: str) -> Response:

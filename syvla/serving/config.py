@@ -44,6 +44,9 @@ class ServeConfig:
                                                     "0..K-1 and each new episode is assigned to one by a balanced "
                                                     "random schedule; answers hide which (docs/operator.md)")
     blind_seed: int = field(-1, "blind evaluation: the schedule's seed; -1 = a random one (keep it from operators)")
+    blind_min_ms: float = field(0.0, "blind evaluation: every act answer waits until this many ms after its arrival, "
+                                     "so checkpoints of different speed answer alike (set above the slowest one's "
+                                     "latency)")
     undo_window_s: float = field(30.0, "the operator page may withdraw a label this many seconds after posting it; "
                                        "RL takes a labelled episode only after that")
 
@@ -55,8 +58,11 @@ class ServeConfig:
                 raise ValueError(f"ServeConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.version < 0:
             raise ValueError(f"ServeConfig.version must be >= 0, got {self.version}")
-        if self.batch_wait_timeout_s < 0 or self.weight_poll_s < 0 or self.undo_window_s < 0:
-            raise ValueError("ServeConfig.batch_wait_timeout_s, weight_poll_s and undo_window_s must be >= 0")
+        if self.batch_wait_timeout_s < 0 or self.weight_poll_s < 0 or self.undo_window_s < 0 or self.blind_min_ms < 0:
+            raise ValueError("ServeConfig.batch_wait_timeout_s, weight_poll_s, undo_window_s and blind_min_ms must "
+                             "be >= 0")
+        if self.blind_min_ms and not self.blind_checkpoints:
+            raise ValueError("ServeConfig.blind_min_ms applies to blind servers only (set blind_checkpoints)")
         if self.blind_checkpoints:
             k = len(self.blind_checkpoints)
             if k < 2 or len(set(self.blind_checkpoints)) != k:

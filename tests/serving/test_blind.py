@@ -49,7 +49,8 @@ def test_blind_config_errors_name_the_field():
                           ({"blind_checkpoints": ("a", "a"), "weight_poll_s": 0}, "at least 2 different"),
                           ({"blind_checkpoints": ("a", "b")}, "weight_poll_s must be 0"),
                           ({"blind_checkpoints": ("a", "b", "c"), "weight_poll_s": 0}, "keep_versions"),
-                          ({"blind_checkpoints": ("a", "b"), "weight_poll_s": 0, "checkpoint": "c"}, "exclude")):
+                          ({"blind_checkpoints": ("a", "b"), "weight_poll_s": 0, "checkpoint": "c"}, "exclude"),
+                          ({"checkpoint": "c", "blind_min_ms": 100}, "blind servers only")):
         with pytest.raises(ValueError, match=match):
             ServeConfig(**kwargs)
 
@@ -129,3 +130,21 @@ def test_blind_ids_verify_only_on_their_server(blind):
     assert P.parse_episode_id(P.make_episode_id(uid, 1, b"k", blind=True), b"k", versions=[0, 1]) == 1
     with pytest.raises(P.ProtocolError):
         P.parse_episode_id(P.make_episode_id(uid, 1, b"k", blind=True), b"k")
+
+
+def test_a_latency_floor_makes_every_arm_answer_alike(blind):
+    """With blind_min_ms, no act answer comes back sooner, whichever arm served it."""
+    import time
+
+    _, _, ckpts = blind
+    cfg = ServeConfig(blind_checkpoints=tuple(ckpts), blind_seed=1, weight_poll_s=0, blind_min_ms=400.0, replay_dir="")
+    host = PolicyHost(cfg)
+    host.load_blind()
+    with TestClient(create_app(host)) as http:
+        c = PolicyClient("http://testserver", http=http)
+        obs = make_obs(0)
+        for _ in range(4):  # two blocks of the schedule: both arms
+            c.start_episode()
+            t0 = time.perf_counter()
+            c.act(obs["images"], obs["state"], obs["instruction"], seed=0)
+            assert time.perf_counter() - t0 >= 0.4

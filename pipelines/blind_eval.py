@@ -116,14 +116,19 @@ def run_robots(cfg: BlindEvalConfig, url: str, operator, log=print) -> list:
 
 
 def wait_for_labels(replay_dir: Path, n: int, deadline: float, operator=None, log=print) -> list:
-    """Blind episodes from the replay buffer once n carry a settled label (or at the deadline)."""
-    from syvla.serving.replay_buffer import ReplayReader
+    """Blind episodes from the replay buffer once n carry a settled label (or at the deadline); the buffer is
+    followed incrementally, not re-read."""
+    from syvla.serving.replay_buffer import Episode, ReplayReader
 
-    last = -1
+    reader, cursor, episodes, last = ReplayReader(replay_dir), {}, {}, -1
     while True:
         if operator is not None:
             operator.label_ready()
-        eps = [e for e in ReplayReader(replay_dir).episodes(decode=False).values() if e.blind is not None]
+        records, cursor = reader.poll(cursor, decode=False)
+        for record in records:
+            if isinstance(record.get("episode_id"), str):
+                episodes.setdefault(record["episode_id"], Episode(record["episode_id"])).add(record)
+        eps = [e for e in episodes.values() if e.blind is not None]
         labelled = sum(1 for e in eps if e.settled())
         if labelled != last:
             log(f"[blind_eval] {labelled}/{n} episodes labelled (final once past the undo window)")
@@ -140,6 +145,7 @@ def in_process_check(cfg: BlindEvalConfig, report: dict, robot_results: list, lo
     from syvla.sim.episodes import EpisodeConfig, LocalPolicy, run_episodes
 
     layout_of = {ep.episode_id: ep.seed for ep in robot_results}
+    served = {ep.seed: ep.success for ep in robot_results}  # the outcome each layout had through the endpoint
     out = {}
     for arm in report["arms"]:
         v = arm["version"]
@@ -153,16 +159,10 @@ def in_process_check(cfg: BlindEvalConfig, report: dict, robot_results: list, lo
         blind = arm["success"]
         agree = not (rate.high < blind["low"] or rate.low > blind["high"])
         out[str(v)] = {"layouts": layouts, "success": rate.to_dict(), "agrees_with_blind": agree,
-                       "same_outcome": _same_outcomes(report, robot_results, results, v)}
+                       "same_outcome": sum(1 for r in results if served[r.seed] == r.success)}
         log(f"[blind_eval] in process, checkpoint {v}: {rate} on its {len(layouts)} layouts "
             f"({'agrees' if agree else 'DISAGREES'} with the blind figure)")
     return out
-
-
-def _same_outcomes(report: dict, robot_results: list, local: list, version: int) -> int:
-    """How many of the arm's episodes ended the same in process as through the endpoint (the label's truth)."""
-    served = {ep.seed: ep.success for ep in robot_results}
-    return sum(1 for r in local if served.get(r.seed) == r.success)
 
 
 def write_report(out: Path, cfg: BlindEvalConfig, report: dict) -> None:

@@ -231,7 +231,6 @@ def _operator_routes(host: PolicyHost, reply, read_body) -> list:
         host.episode_version(episode_id)  # 404 for ids this server did not issue
         if not step.isdigit():
             raise ProtocolError(422, "step", "must be a step index")
-        await asyncio.to_thread(index.refresh)
         data, media = await asyncio.to_thread(index.frame, episode_id, int(step), camera)
         return Response(data, media_type=media, headers={"cache-control": "private, max-age=3600"})
 

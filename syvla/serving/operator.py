@@ -18,7 +18,6 @@ checkpoint (on a blind server the episode ids carry none either). Keys: docs/ope
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import threading
 import time
@@ -36,108 +35,88 @@ RUNNING_S = 5.0  # an episode whose last step is younger than this is shown as s
 MAX_LISTED = 50
 
 
-@dataclasses.dataclass
-class _Entry:
-    instruction: str | None = None
-    embodiment: str | None = None
-    start_time: float | None = None
-    last_time: float = 0.0
-    steps: dict = dataclasses.field(default_factory=dict)  # step index -> (location, cameras)
-    reward: int | None = None
-    reward_time: float = float("-inf")
-    reward_source: str | None = None
-    undo_until: float | None = None
-
-
 class OperatorIndex:
-    """What the page lists, folded in from the replay buffer as it grows. Thread-safe."""
+    """What the page lists, folded in from the replay buffer as it grows (by `replay_buffer.Episode.add`, the
+    one place episodes are assembled; a step keeps its cameras and location, not its images). Thread-safe."""
 
     def __init__(self, replay_dir: str | Path):
         self.reader = rb.ReplayReader(replay_dir)
         self._cursor: dict = {}
-        self._episodes: dict[str, _Entry] = {}
-        self._labels: list[tuple[float, str]] = []  # (time, episode) of every operator label
+        self._episodes: dict[str, rb.Episode] = {}
+        self._labels: list[float] = []  # times of every operator label
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
         with self._lock:
             records, self._cursor = self.reader.follow(self._cursor)
             for record, location in records:
-                self._fold(record, location)
-
-    def _fold(self, record: dict, location: tuple[str, int]) -> None:
-        eid, kind, t = record.get("episode_id"), record.get("kind"), float(record.get("time") or 0.0)
-        if not isinstance(eid, str):
-            return
-        e = self._episodes.setdefault(eid, _Entry())
-        if kind == rb.KIND_EPISODE:
-            e.instruction, e.embodiment, e.start_time = record.get("instruction"), record.get("embodiment"), t
-        elif kind == rb.KIND_STEP:
-            e.steps[record.get("step")] = (location, sorted(record.get("images") or {}))
-            e.last_time = max(e.last_time, t)
-            e.instruction = e.instruction or record.get("instruction")
-            e.embodiment = e.embodiment or record.get("embodiment")
-            if e.start_time is None:
-                e.start_time = t
-        elif kind == rb.KIND_REWARD and t >= e.reward_time:  # the latest reward record wins
-            e.reward = None if record.get("reward") is None else int(record["reward"])
-            e.reward_time, e.reward_source, e.undo_until = t, record.get("source"), record.get("undo_until")
-            if record.get("source") == SOURCE and e.reward is not None:
-                self._labels.append((t, eid))
+                eid = record.get("episode_id")
+                if not isinstance(eid, str):
+                    continue
+                if record.get("kind") == rb.KIND_STEP:
+                    images = record.pop("images", None) or {}
+                    record = {**record, "cameras": sorted(images), "location": location}
+                elif (record.get("kind") == rb.KIND_REWARD and record.get("source") == SOURCE
+                      and record.get("reward") is not None):
+                    self._labels.append(float(record.get("time") or 0.0))
+                self._episodes.setdefault(eid, rb.Episode(eid)).add(record)
 
     def awaiting(self, now: float | None = None, limit: int = MAX_LISTED) -> list[dict]:
         """Episodes with steps and no label, newest first, with frame references (first, middle, last step)."""
         now = time.time() if now is None else now
         with self._lock:
-            todo = [(eid, e) for eid, e in self._episodes.items() if e.steps and e.reward is None]
-            todo.sort(key=lambda item: (item[1].start_time or 0.0, item[0]), reverse=True)
+            todo = [e for e in self._episodes.values() if e.steps and e.reward is None]
+            todo.sort(key=lambda e: (e.start_time or 0.0, e.episode_id), reverse=True)
             out = []
-            for eid, e in todo[:limit]:
-                order = sorted(e.steps, key=lambda s: (s is None, s if s is not None else 0))
-                picks = sorted({order[0], order[len(order) // 2], order[-1]}, key=order.index)
-                cameras = sorted({c for s in picks for c in e.steps[s][1]})
-                out.append({"episode_id": eid, "label": protocol.episode_label(eid), "instruction": e.instruction,
-                            "embodiment": e.embodiment, "steps": len(e.steps), "frames": [s for s in picks],
-                            "cameras": cameras, "age_s": round(now - (e.start_time or now), 1),
-                            "running": now - e.last_time < RUNNING_S})
+            for e in todo[:limit]:
+                picks = [e.steps[i] for i in sorted({0, len(e.steps) // 2, len(e.steps) - 1})]
+                out.append({"episode_id": e.episode_id, "label": protocol.episode_label(e.episode_id),
+                            "instruction": e.instruction, "embodiment": e.embodiment, "steps": len(e.steps),
+                            "frames": [s["step"] for s in picks],
+                            "cameras": sorted({c for s in picks for c in s["cameras"]}),
+                            "age_s": round(now - (e.start_time or now), 1),
+                            "running": now - max(s.get("time", 0.0) for s in e.steps) < RUNNING_S})
             return out
 
     def labels_last_hour(self, now: float | None = None) -> int:
         now = time.time() if now is None else now
         with self._lock:
-            return sum(1 for t, _ in self._labels if now - t <= 3600.0)
+            return sum(1 for t in self._labels if now - t <= 3600.0)
 
     def last_label(self, episode_id: str) -> tuple[int | None, str | None, float | None]:
         """(reward, source, undo_until) of the episode's latest reward record."""
         with self._lock:
             e = self._episodes.get(episode_id)
-            return (None, None, None) if e is None else (e.reward, e.reward_source, e.undo_until)
+            return (None, None, None) if e is None else (e.reward, e.reward_source, e.reward_settles)
 
     def frame(self, episode_id: str, step: int, camera: str) -> tuple[bytes, str]:
-        """(image bytes, media type) of one camera at one served step, as the robot sent it (arrays as PNG)."""
-        with self._lock:
-            e = self._episodes.get(episode_id)
-            where = e.steps.get(step) if e is not None else None
+        """(image bytes, media type) of one camera at one served step, as the robot sent it (arrays as PNG).
+        Reads the buffer again only for a step it has not seen yet."""
+        where = self._step(episode_id, step)
+        if where is None:
+            self.refresh()
+            where = self._step(episode_id, step)
         if where is None:
             raise ProtocolError(404, "step", f"no step {step} of episode {episode_id[:80]!r} in the replay buffer")
-        record = self.reader.read_at(where[0], decode=False)
+        record = self.reader.read_at(where["location"], decode=False)
         value = (record.get("images") or {}).get(camera)
         if value is None:
-            raise ProtocolError(404, "camera", f"no camera {camera[:40]!r} in that step; it has {where[1]}")
+            raise ProtocolError(404, "camera", f"no camera {camera[:40]!r} in that step; it has {where['cameras']}")
         if isinstance(value, (bytes, bytearray)):
             return bytes(value), "image/jpeg" if value[:2] == b"\xff\xd8" else "image/png"
         image = protocol.decode_image(value, f"images.{camera}", max_side=1 << 16)
         return protocol.encode_png(np.ascontiguousarray(image)), "image/png"
 
+    def _step(self, episode_id: str, step: int) -> dict | None:
+        with self._lock:
+            e = self._episodes.get(episode_id)
+            return next((s for s in e.steps if s.get("step") == step), None) if e is not None else None
+
 
 def parse_label(obj: Any, undo: bool = False) -> tuple[str, int | None]:
     """`{"episode_id", "reward": 0 | 1}` (label) or `{"episode_id"}` (undo)."""
-    if not isinstance(obj, dict):
-        raise ProtocolError(422, "body", "must be an object")
-    allowed = {"episode_id"} if undo else {"episode_id", "reward"}
-    extra = sorted(set(obj) - allowed)
-    if extra:
-        raise ProtocolError(422, str(extra[0])[:60], f"unknown field; allowed: {sorted(allowed)}")
+    obj = protocol._require_map(obj)
+    protocol._unknown_keys(obj, {"episode_id"} if undo else {"episode_id", "reward"})
     if not isinstance(obj.get("episode_id"), str):
         raise ProtocolError(422, "episode_id", "missing or not a string")
     return obj["episode_id"], None if undo else protocol.parse_reward_request({"reward": obj.get("reward")})

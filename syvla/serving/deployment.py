@@ -83,6 +83,26 @@ def get_registry(app_name: str):
                                   lifetime="detached", get_if_exists=True).remote()
 
 
+def reset_registry(app_name: str, timeout_s: float = 30.0) -> bool:
+    """Drop the published history of `app_name` (kill its detached registry); True if there was one.
+
+    A new deployment starts from the checkpoint it is given: without this, an app deployed again under
+    the same name (a second RL run on the same cluster) would load the versions the earlier one published."""
+    try:
+        actor = ray.get_actor(registry_name(app_name), namespace=REGISTRY_NAMESPACE)
+    except ValueError:
+        return False
+    ray.kill(actor)
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        try:
+            ray.get_actor(registry_name(app_name), namespace=REGISTRY_NAMESPACE)
+        except ValueError:
+            return True
+        time.sleep(0.1)
+    raise TimeoutError(f"the weight registry of Serve app {app_name!r} did not go away within {timeout_s} s")
+
+
 def _never_raises(method):
     """Metrics must never fail a request: a recording error is logged at debug level and dropped."""
 

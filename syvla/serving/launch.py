@@ -103,9 +103,12 @@ def serve_policy(cfg: ServeRunConfig, server: ServeConfig, timeout_s: float = 60
     """Start Serve's HTTP proxy and the application; return its URL once every replica is up."""
     from ray import serve
 
-    from syvla.serving.deployment import policy_app
+    from syvla.serving.deployment import policy_app, reset_registry
 
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    if reset_registry(cfg.app_name):
+        print(f"[serve] {cfg.app_name}: dropped the versions an earlier deployment of this name published; "
+              f"this one starts from its own checkpoint", flush=True)
     serve.run(policy_app(server, cfg.deployment), name=cfg.app_name, route_prefix="/", blocking=False)
     end = time.monotonic() + timeout_s
     while True:

@@ -166,7 +166,8 @@ class SyVLAConfig:
             "syvla.sim.metaworld.EMBODIMENT)")
     num_query_tokens: int = field(20, "Feature Query Tokens N (§3.1, App. A: 20; Table 5)")
     adapter_hidden: int = field(0, "adapter MLP hidden width; 0 = expert width")
-    max_cot_tokens: int = field(32, "bound on generated chain of thought at inference")
+    max_cot_tokens: int = field(96, "bound on generated chain of thought at inference (the longest templated "
+                                     "Meta-World plan is 85 debug-tokenizer tokens)")
     max_prompt_tokens: int = field(96, "text tokens kept from the instruction (+ CoT in training)")
     lm_loss_weight: float = field(1.0, "weight of the LM loss on CoT / VQA answer tokens")
 

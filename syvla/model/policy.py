@@ -105,6 +105,29 @@ class Policy:
             out.append({"actions": a, "policy_version": loaded.version, "cot": cots[i] if thinking[i] else None})
         return out
 
+    @torch.no_grad()
+    def answer(self, images: Sequence[np.ndarray], questions: Sequence[str], max_new_tokens: int = 16) -> list[str]:
+        """Visual question answering with the policy's VLM: one uint8 [H, W, 3] image and one question per
+        sample, greedy answers (the assistant turn up to <|im_end|>). The VLM's vision-language ability is
+        what multimodal co-training keeps (paper Table 2)."""
+        from syvla.model.processing import answer_prompt, resize
+
+        if len(images) != len(questions) or not questions:
+            raise ValueError(f"answer needs one image per question, got {len(images)} images and "
+                             f"{len(questions)} questions")
+        model, cfg = self._loaded.model, self.config
+        pics = []
+        for i, img in enumerate(images):
+            img = np.asarray(img)
+            if img.dtype != np.uint8 or img.ndim != 3 or img.shape[-1] != 3:
+                raise ValueError(f"image {i}: expected uint8 [H, W, 3], got {img.dtype} {list(img.shape)}")
+            pics.append(resize(img, cfg.vlm.image_size))
+        enc = model.processor(text=[answer_prompt(q) for q in questions], images=pics, padding=True,
+                              return_tensors="pt")
+        inputs = {k: enc[k].to(self.device) for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
+                                                       "mm_token_type_ids") if k in enc}
+        return model.generate_text(inputs, max_new_tokens)
+
     @staticmethod
     def _noise(seed: int | None, cfg: SyVLAConfig) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -48,6 +48,11 @@ def robot_prompt(task: str, cot: str | None, num_queries: int) -> str:
     return text + V.QUERY_TOKEN * num_queries
 
 
+def answer_prompt(question: str) -> str:
+    """A VQA question with one image, up to the assistant header: what the model continues to answer."""
+    return user_turn(question) + f"{V.IM_START}assistant\n"
+
+
 def vqa_text(conversation: list[dict]) -> tuple[str, int]:
     """Conversation turns -> (text, number of <image> placeholders used)."""
     text, n_images = "", 0

@@ -147,8 +147,15 @@ class SyVLA(nn.Module):
         inputs["attention_mask"] = attn[:, :width]
         if "mm_token_type_ids" in inputs:
             inputs["mm_token_type_ids"] = inputs["mm_token_type_ids"][:, :width]
+        return self.generate_text(inputs, self.cfg.max_cot_tokens)
+
+    @torch.no_grad()
+    def generate_text(self, vlm_inputs: dict, max_new_tokens: int) -> list[str]:
+        """Greedy continuation of left-padded prompts (`vlm_inputs` as the processor makes them), each
+        stopped at <|im_end|>: the assistant turn's text without its closing token."""
         tok = self.processor.tokenizer
-        out = self.vlm.generate(**inputs, max_new_tokens=self.cfg.max_cot_tokens, do_sample=False,
+        width = vlm_inputs["input_ids"].shape[1]
+        out = self.vlm.generate(**vlm_inputs, max_new_tokens=max_new_tokens, do_sample=False,
                                 eos_token_id=tok.convert_tokens_to_ids(IM_END), pad_token_id=tok.pad_token_id)
         texts = tok.batch_decode(out[:, width:], skip_special_tokens=False)
         return [t.split(IM_END)[0].replace(tok.pad_token, "") for t in texts]

@@ -45,6 +45,8 @@ class RLRunConfig:
     execute_steps: int = field(10, "actions executed per served chunk (match RLConfig.score_steps and "
                                     "expert_stride); 0 = the whole chunk")
     image_size: int = field(64, "camera pixels of the simulated robots")
+    think: bool = field(False, "simulated robots ask for chain of thought before each chunk (Think-Before-Act); "
+                               "the replay records it and RL scores the chunk with it")
     replicas: int = field(1, "Serve replicas of the policy")
     replica_cpus: float = field(0.5, "CPUs Ray reserves per Serve replica")
     host: str = field("127.0.0.1", "Serve HTTP host (0.0.0.0: robots and the operator page on other machines; "
@@ -135,7 +137,8 @@ class SimRobots:
         per_task = -(-n // len(self.run.tasks))
         seed = self.run.seed if label == "final" else self._seed  # final: the layouts of RL episode 0
         cfg = EpisodeConfig(tasks=self.run.tasks, episodes=per_task, seed=seed, max_steps=self.run.max_steps,
-                            execute_steps=self.run.execute_steps, image_size=self.run.image_size)
+                            execute_steps=self.run.execute_steps, image_size=self.run.image_size,
+                            think=self.run.think)
         if label != "final":
             self._seed += per_task
 

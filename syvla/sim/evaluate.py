@@ -14,6 +14,7 @@ Two measures:
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from syvla.cli import field
 from syvla.sim.episodes import Endpoint, EpisodeConfig, evaluate_endpoint, evaluate_policy
@@ -30,6 +31,8 @@ class EvalConfig:
     heldout_data: str = field("", "prepared root (prepare_data output) of held-out episodes: open loop on its robot "
                                   "datasets instead of fresh Meta-World episodes")
     heldout_frames: int = field(512, "with heldout_data: frames scored per dataset, evenly spaced over its rows")
+    vqa: str = field("", "held-out LLaVA JSON (pipelines/make_sim_vqa.py's heldout.json): exact-match VQA accuracy "
+                         "of the policy's VLM too (in process only)")
 
     def __post_init__(self):
         if self.heldout_episodes < 0:
@@ -38,6 +41,10 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.heldout_frames must be > 0, got {self.heldout_frames}")
         if not self.checkpoint and not self.endpoint:
             raise ValueError("EvalConfig needs a checkpoint directory or an endpoint URL")
+        if self.vqa and self.endpoint:
+            raise ValueError("EvalConfig.vqa scores a checkpoint in process; the robot API answers no questions")
+        if self.vqa and not Path(self.vqa).is_file():
+            raise ValueError(f"EvalConfig.vqa: {self.vqa} is not a file (pipelines/make_sim_vqa.py writes heldout.json)")
 
 
 # ---- open loop -------------------------------------------------------------------------------
@@ -141,4 +148,10 @@ def evaluate(cfg: EvalConfig, episodes: EpisodeConfig, log=print) -> dict:
             r = out["open_loop"][name] = open_loop_error(model, stats, samples, seed=episodes.seed)
             log(f"[evaluate] {name} open loop over {r['frames']} held-out frames: policy MSE {r['policy_mse']:.4f}, "
                 f"mean-action baseline {r['baseline_mse']:.4f} (ratio {r['ratio']:.3f})")
+    if cfg.vqa:
+        from syvla.intervals import SuccessRate
+        from syvla.sim.vqa import score
+
+        r = out["vqa"] = score(policy, cfg.vqa)
+        log(f"[evaluate] VQA exact match on {cfg.vqa}: {SuccessRate.from_dict(r['accuracy'])}")
     return out

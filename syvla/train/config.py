@@ -59,6 +59,8 @@ class DataConfig:
                        "shard folder per dataset, statistics, manifest); VQA datasets prepared there are the multimodal share")
     tasks: tuple[str, ...] = field((), "keep only these tasks (Meta-World names like reach-v3, or instruction text); () = all")
     multimodal_ratio: float = field(0.35, "share of VQA samples in the stream (App. A: 35% pretraining / 30% fine-tuning)")
+    cot: bool = field(True, "train on the demos' chain-of-thought text (Think-Before-Act, §3.1) where they have it; "
+                            "false drops it (Table 3's 'w/o CoT')")
     shuffle_seed: int = field(0, "seed of the stream's mixing and shuffling (every epoch repeats the same order)")
     prefetch_batches: int = field(2, "batches Ray Data prepares ahead of the train step")
 

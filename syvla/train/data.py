@@ -22,6 +22,12 @@ def filter_tasks_table(table: pa.Table, texts: Sequence[str]) -> pa.Table:
     return table.filter(keep)
 
 
+def drop_cot_table(table: pa.Table) -> pa.Table:
+    """The same rows without chain-of-thought text (DataConfig.cot false: the ablation 'w/o CoT')."""
+    i = table.schema.get_field_index(K.COT)
+    return table.set_column(i, table.schema.field(i), pa.nulls(table.num_rows, table.schema.field(i).type))
+
+
 def training_dataset(cfg: DataConfig, seed: int = 0, epoch_samples: int | None = None):
     """(Ray Dataset of one epoch of the mixture stream, {source: rows}) for `ray.train` workers.
 
@@ -37,6 +43,8 @@ def training_dataset(cfg: DataConfig, seed: int = 0, epoch_samples: int | None =
         texts = task_texts(cfg.tasks)
         sources = {name: ds.map_batches(filter_tasks_table, fn_kwargs={"texts": texts}, batch_format="pyarrow")
                    for name, ds in sources.items()}
+    if not cfg.cot:
+        sources = {name: ds.map_batches(drop_cot_table, batch_format="pyarrow") for name, ds in sources.items()}
     sources = {name: ds.materialize() for name, ds in sources.items()}
     sizes = {name: ds.count() for name, ds in sources.items()}
     empty = [name for name, n in sizes.items() if n == 0]

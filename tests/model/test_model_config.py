@@ -44,3 +44,18 @@ def test_paper_action_expert_parameter_count():
 def test_replace_keeps_validation():
     with pytest.raises(ValueError):
         dataclasses.replace(SyVLAConfig(embodiments=(mw.EMBODIMENT,)), num_query_tokens=0)
+
+
+def test_every_templated_plan_fits_the_debug_presets_chain_of_thought_bound():
+    """Think-Before-Act generates at most max_cot_tokens: a plan longer than that is cut mid-sentence at
+    inference although training saw it whole."""
+    from syvla.model.config import debug_config
+    from syvla.model.vlm import build_debug_processor
+    from syvla.sim import metaworld as mw
+
+    cfg = debug_config(embodiments=(mw.EMBODIMENT,))
+    tok = build_debug_processor(cfg.vlm).tokenizer
+    longest = max(len(tok(mw.plan_text(task, step, done=done), add_special_tokens=False)["input_ids"])
+                  for task, plan in mw.TASK_PLANS.items() for step in range(len(plan))
+                  for done in (False, True))
+    assert longest < cfg.max_cot_tokens, (longest, cfg.max_cot_tokens)

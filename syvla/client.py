@@ -106,8 +106,13 @@ class PolicyClient:
         return self.episode_id
 
     def act(self, images: Mapping[str, Any], state, instruction: str, embodiment: str | None = None,
-            think: bool = False, seed: int | None = None, episode_id: str | None = None) -> ActResult:
-        """One action chunk. `images`: {camera: uint8 [H, W, 3] array, or PNG/JPEG bytes}."""
+            think: bool = False, seed: int | None = None, episode_id: str | None = None,
+            prefix_actions=None, prefix_delay: int = 0) -> ActResult:
+        """One action chunk. `images`: {camera: uint8 [H, W, 3] array, or PNG/JPEG bytes}.
+
+        Real-time chunking: `prefix_actions` are the actions of the current chunk the robot will still
+        execute (float32 [n, action_dim], robot units), `prefix_delay` how many of them will have run when
+        the answer arrives; the new chunk agrees with them, and its first `prefix_delay` steps are those."""
         episode_id = episode_id or self.episode_id
         if episode_id is None:
             raise ValueError("PolicyClient.act needs an episode: call start_episode() first or pass episode_id")
@@ -126,6 +131,13 @@ class PolicyClient:
             "seed": seed,
             "step": self.step if episode_id == self.episode_id else None,
         }
+        if prefix_actions is not None:
+            prefix = np.asarray(prefix_actions, dtype=np.float32)
+            if prefix.ndim != 2 or not np.all(np.isfinite(prefix)) or not 0 <= prefix_delay <= len(prefix):
+                raise ValueError(f"prefix_actions must be finite [n, action_dim] and 0 <= prefix_delay <= n, got "
+                                 f"{list(prefix.shape)} and {prefix_delay}")
+            body["prefix_actions"] = protocol.pack_array(prefix) if binary else prefix.tolist()
+            body["prefix_delay"] = int(prefix_delay)
         out = self._call("POST", "/v1/act", body, send_deadline=True)
         if episode_id == self.episode_id:
             self.step += 1

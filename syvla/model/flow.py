@@ -9,6 +9,7 @@ Sampling integrates dx/dt = v(x_t, t) from t = 1 down to t = 0 with Euler steps.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -111,4 +112,52 @@ def sample(velocity: VelocityFn, noise: torch.Tensor, num_steps: int) -> torch.T
     for i in range(num_steps):
         t = torch.full((x.shape[0],), 1.0 - i * dt, dtype=torch.float32, device=x.device)
         x = x - dt * velocity(x, t)
+    return x
+
+
+# ---- real-time chunking (Black et al. 2025, ../shared/notes/rtc.md in our t = 1-is-noise convention) --------
+GUIDANCE_CLIP = 5.0  # beta: the guidance weight's upper bound (the paper's value)
+
+
+def rtc_weights(horizon: int, committed: int, delay: int) -> torch.Tensor:
+    """Soft inpainting mask W [horizon] over a new chunk whose first `committed` steps the robot already
+    plans to execute from its current chunk (the committed prefix, Y), `delay` of which run while the new
+    chunk is computed: W = 1 on those `delay` steps, then an exponential decay to 0 at the prefix's end,
+    and 0 past it (no old plan there)."""
+    if not 0 <= delay <= committed <= horizon:
+        raise ValueError(f"rtc_weights needs 0 <= delay <= committed <= horizon, got delay={delay}, "
+                         f"committed={committed}, horizon={horizon}")
+    w = torch.zeros(horizon, dtype=torch.float32)
+    w[:delay] = 1.0
+    if committed > delay:
+        i = torch.arange(delay, committed, dtype=torch.float32)
+        c = (committed - i) / (committed - delay + 1)
+        w[delay:committed] = c * (torch.exp(c) - 1.0) / (math.e - 1.0)
+    return w
+
+
+def sample_guided(velocity: VelocityFn, noise: torch.Tensor, num_steps: int, target: torch.Tensor,
+                  weights: torch.Tensor, beta: float = GUIDANCE_CLIP) -> torch.Tensor:
+    """Euler integration like `sample`, with each step's velocity guided toward `target` Y [B, T, A] where
+    `weights` W [B, T, A] > 0: v' = v - w * J^T [W * (Y - A_hat)], A_hat = x_t - t v (the predicted clean
+    chunk), J = dA_hat/dx_t (one vector-Jacobian product through the velocity field), w = min(beta,
+    t / ((1 - t) r^2)), r^2 = t^2 / ((1 - t)^2 + t^2). Rows with W = 0 get an exact zero correction; the
+    velocity field must treat batch rows independently (ours does)."""
+    if target.shape != noise.shape or weights.shape != noise.shape:
+        raise ValueError(f"target and weights must have the noise's shape {list(noise.shape)}, got "
+                         f"{list(target.shape)} and {list(weights.shape)}")
+    x = noise
+    dt = 1.0 / num_steps
+    target, weights = target.to(noise), weights.to(noise)
+    for i in range(num_steps):
+        t_val = 1.0 - i * dt
+        t = torch.full((x.shape[0],), t_val, dtype=torch.float32, device=x.device)
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            v = velocity(xg, t)
+            a_hat = xg - t_val * v
+            (correction,) = torch.autograd.grad(a_hat, xg, grad_outputs=weights * (target - a_hat.detach()))
+        r2 = t_val ** 2 / ((1.0 - t_val) ** 2 + t_val ** 2)
+        w = beta if t_val >= 1.0 else min(beta, t_val / ((1.0 - t_val) * r2))
+        x = (x - dt * (v.detach() - w * correction)).detach()
     return x

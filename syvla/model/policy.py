@@ -77,6 +77,11 @@ class Policy:
                 raise ObservationError(f"images.{cam}: expected uint8 [H, W, 3], got {img.dtype} {list(img.shape)}")
         if obs.state.shape != (emb.state_dim,):
             raise ObservationError(f"state: expected shape [{emb.state_dim}], got {list(obs.state.shape)}")
+        if obs.prefix_actions is not None:
+            chunk = self.config.expert.chunk_len
+            if obs.prefix_actions.shape[1] != emb.action_dim or len(obs.prefix_actions) > chunk:
+                raise ObservationError(f"prefix_actions: expected [<= {chunk}, {emb.action_dim}], got "
+                                       f"{list(obs.prefix_actions.shape)}")
         return dataclasses.replace(obs, embodiment=emb.name, images={c: obs.images[c] for c in emb.cameras})
 
     def infer(self, obs: Observation | Mapping) -> dict:
@@ -97,7 +102,8 @@ class Policy:
             cots = [c if t else o.cot for c, t, o in zip(generated, thinking, observations)]
         batch = build_batch(samples, model.processor, cfg, loaded.norm_stats, training=False, cots=cots).to(self.device)
         noise = torch.stack([self._noise(o.seed, cfg) for o in observations])
-        actions = model.sample_actions(batch, noise=noise).float().cpu().numpy()
+        guidance = self._guidance(observations, cfg, loaded.norm_stats)
+        actions = model.sample_actions(batch, noise=noise, guidance=guidance).float().cpu().numpy()
         out = []
         for i, s in enumerate(samples):
             emb = cfg.embodiment(s.embodiment)
@@ -127,6 +133,25 @@ class Policy:
         inputs = {k: enc[k].to(self.device) for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw",
                                                        "mm_token_type_ids") if k in enc}
         return model.generate_text(inputs, max_new_tokens)
+
+    @staticmethod
+    def _guidance(observations: list[Observation], cfg: SyVLAConfig, stats: NormStats):
+        """(Y, W) [B, T, max_action_dim] for real-time chunking, or None when no observation has a prefix:
+        Y the committed prefix in normalized units, W `flow.rtc_weights` on the embodiment's dims."""
+        if all(o.prefix_actions is None for o in observations):
+            return None
+        from syvla.model.flow import rtc_weights
+
+        shape = (len(observations), cfg.expert.chunk_len, cfg.max_action_dim)
+        target, weights = torch.zeros(shape), torch.zeros(shape)
+        for i, o in enumerate(observations):
+            if o.prefix_actions is None:
+                continue
+            emb = cfg.embodiment(o.embodiment)
+            n = len(o.prefix_actions)
+            target[i, :n, : emb.action_dim] = torch.from_numpy(stats[emb.name].action.normalize(o.prefix_actions))
+            weights[i, :, : emb.action_dim] = rtc_weights(shape[1], n, o.prefix_delay).unsqueeze(-1)
+        return target, weights
 
     @staticmethod
     def _noise(seed: int | None, cfg: SyVLAConfig) -> torch.Tensor:

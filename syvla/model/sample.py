@@ -90,6 +90,11 @@ class Observation:
     cot: str | None = None  # a given chain of thought (instead of generating one)
     think: bool = False  # Think-Before-Act: generate a bounded chain of thought first
     seed: int | None = None  # seeds the flow noise (the same seed gives the same chunk)
+    # Real-time chunking: the actions of its current chunk the robot will still execute (robot units,
+    # float32 [n, action_dim]) and how many of them run before the new chunk arrives (the delay d <= n).
+    # The new chunk is inpainted to agree with them; its first d steps are the ones already executed.
+    prefix_actions: np.ndarray | None = None
+    prefix_delay: int = 0
 
     @classmethod
     def from_dict(cls, obs: Any) -> "Observation":
@@ -120,8 +125,24 @@ class Observation:
             seed = None if seed is None else int(seed)
         except (TypeError, ValueError):
             raise ObservationError("seed: must be an integer or null") from None
+        prefix, delay = obs.get("prefix_actions"), obs.get("prefix_delay", 0)
+        if prefix is not None:
+            try:
+                prefix = np.asarray(prefix, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise ObservationError("prefix_actions: must be a list of action rows") from None
+            if prefix.ndim != 2 or not len(prefix):
+                raise ObservationError(f"prefix_actions: expected [n >= 1, action_dim], got shape {list(prefix.shape)}")
+            if not np.all(np.isfinite(prefix)):
+                raise ObservationError("prefix_actions: contains NaN or inf")
+        if isinstance(delay, bool) or not isinstance(delay, (int, np.integer)):
+            raise ObservationError("prefix_delay: must be an integer")
+        n = 0 if prefix is None else len(prefix)
+        if not 0 <= int(delay) <= n:
+            raise ObservationError(f"prefix_delay: must be in 0..{n} (the prefix_actions given), got {delay}")
         return cls(embodiment=obs.get("embodiment"), images=dict(images), state=state, instruction=instruction,
-                   cot=cot, think=bool(obs.get("think", False)), seed=seed)
+                   cot=cot, think=bool(obs.get("think", False)), seed=seed, prefix_actions=prefix,
+                   prefix_delay=int(delay))
 
     def to_sample(self) -> Sample:
         """The robot sample the batch builder takes (no actions: inference)."""

@@ -162,8 +162,12 @@ class SyVLA(nn.Module):
 
     @torch.no_grad()
     def sample_actions(self, batch: Batch, noise: torch.Tensor | None = None,
-                       generator: torch.Generator | None = None, num_steps: int | None = None) -> torch.Tensor:
-        """Normalized action chunks [B_r, T, max_action_dim] by Euler integration from noise (t=1) to data (t=0)."""
+                       generator: torch.Generator | None = None, num_steps: int | None = None,
+                       guidance: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Normalized action chunks [B_r, T, max_action_dim] by Euler integration from noise (t=1) to data (t=0).
+
+        guidance: (Y, W), both [B_r, T, max_action_dim]: real-time chunking, each step guided toward the
+        committed prefix Y where its soft mask W > 0 (`flow.sample_guided`); rows with W = 0 are plain."""
         hidden = self.vlm_hidden(batch.vlm, batch.query_mask)
         states = self.query_tokens.gather(hidden, batch.query_mask, self.cfg.num_query_tokens)
         ctx = self.expert_context(batch, states)
@@ -172,6 +176,10 @@ class SyVLA(nn.Module):
             noise = torch.randn(shape, generator=generator)
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}")
-        x = flow.sample(ctx.velocity_fn(self.expert), noise.to(hidden.device, hidden.dtype),
-                        num_steps or self.cfg.flow.num_steps)
+        noise = noise.to(hidden.device, hidden.dtype)
+        steps = num_steps or self.cfg.flow.num_steps
+        if guidance is None:
+            x = flow.sample(ctx.velocity_fn(self.expert), noise, steps)
+        else:
+            x = flow.sample_guided(ctx.velocity_fn(self.expert), noise, steps, *guidance)
         return x * batch.dim_mask.unsqueeze(1).to(x.dtype)

@@ -236,7 +236,8 @@ class PolicyHost:
                 out["policy_version"] = version
                 records.append((i, rb.step_record(req.episode_id, req.step, version, req.embodiment,
                                                   req.instruction, req.raw_images, req.state, out["actions"],
-                                                  out.get("cot"), req.think, req.seed)))
+                                                  out.get("cot"), req.think, req.seed,
+                                                  prefix_actions=req.prefix_actions, prefix_delay=req.prefix_delay)))
         replay_ms = 0.0
         if records:
             t0 = time.perf_counter()

@@ -108,11 +108,16 @@ class ActRequest:
     step: int | None = None  # the robot's step counter within the episode, when it sends one
     deadline_ms: float | None = None  # budget the robot gave, measured from arrival at the server
     raw_images: dict | None = None  # {camera: bytes | array dict} as received, for the replay buffer
+    prefix_actions: np.ndarray | None = None  # real-time chunking: float32 [n, action_dim] the robot will execute
+    prefix_delay: int = 0  # ... of which this many run before the answer arrives
 
     def to_obs(self) -> dict:
         """The `Policy.infer` observation (docs/architecture.md, Policy API)."""
-        return {"embodiment": self.embodiment, "images": self.images, "state": self.state,
-                "instruction": self.instruction, "think": self.think, "seed": self.seed}
+        obs = {"embodiment": self.embodiment, "images": self.images, "state": self.state,
+               "instruction": self.instruction, "think": self.think, "seed": self.seed}
+        if self.prefix_actions is not None:
+            obs.update(prefix_actions=self.prefix_actions, prefix_delay=self.prefix_delay)
+        return obs
 
 
 # ---------------------------------------------------------------- encodings
@@ -347,7 +352,33 @@ def parse_state(value: Any, state_dim: int, field: str = "state") -> np.ndarray:
     return arr
 
 
-_ACT_FIELDS = {"episode_id", "embodiment", "images", "state", "instruction", "think", "seed", "step", "deadline_ms"}
+_ACT_FIELDS = {"episode_id", "embodiment", "images", "state", "instruction", "think", "seed", "step", "deadline_ms",
+               "prefix_actions", "prefix_delay"}
+
+
+def parse_prefix(obj: Mapping, action_dim: int, max_len: int) -> tuple[np.ndarray | None, int]:
+    """Real-time chunking fields of an act body: `prefix_actions` (rows of `action_dim` numbers or a packed
+    float32 array, at most `max_len` rows, finite) and `prefix_delay` (an int in 0..rows; needs the prefix)."""
+    value, delay = obj.get("prefix_actions"), obj.get("prefix_delay", 0)
+    if value is None:
+        if delay not in (0, None):
+            raise ProtocolError(422, "prefix_delay", "needs prefix_actions")
+        return None, 0
+    if isinstance(value, Mapping):
+        arr = unpack_array(value, "prefix_actions", dtypes=("float32",))
+    else:
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = np.asarray(value, dtype=np.float64).astype(np.float32)
+        except (TypeError, ValueError):
+            raise ProtocolError(422, "prefix_actions", "must be a list of action rows (numbers)") from None
+    if arr.ndim != 2 or not 1 <= arr.shape[0] <= max_len or arr.shape[1] != action_dim:
+        raise ProtocolError(422, "prefix_actions", f"shape must be [1..{max_len}, {action_dim}], got {list(arr.shape)}")
+    if not np.all(np.isfinite(arr)):
+        raise ProtocolError(422, "prefix_actions", "must be finite (NaN/inf, or too large for float32)")
+    if not (_is_int(delay) and 0 <= delay <= arr.shape[0]):
+        raise ProtocolError(422, "prefix_delay", f"must be an int in 0..{arr.shape[0]} (the prefix's rows)")
+    return arr, int(delay)
 
 
 def parse_act_request(obj: Any, embodiments: Mapping[str, Mapping] | Callable[[int], Mapping], limits: Limits,
@@ -405,9 +436,10 @@ def parse_act_request(obj: Any, embodiments: Mapping[str, Mapping] | Callable[[i
                 or not 0 < deadline <= limits.max_deadline_ms:
             raise ProtocolError(422, "deadline_ms", f"must be a number in (0, {limits.max_deadline_ms}]")
         deadline = float(deadline)
+    prefix, delay = parse_prefix(obj, int(spec["action_dim"]), int(spec.get("chunk_len", 1 << 16)))
     return ActRequest(episode_id=obj["episode_id"], policy_version=version, embodiment=embodiment, images=images,
                       state=state, instruction=instruction, think=think, seed=seed, step=step,
-                      deadline_ms=deadline, raw_images=raw_images)
+                      deadline_ms=deadline, raw_images=raw_images, prefix_actions=prefix, prefix_delay=delay)
 
 
 def parse_episode_request(obj: Any, embodiments: Mapping[str, Mapping]) -> dict:

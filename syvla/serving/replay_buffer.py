@@ -22,7 +22,9 @@ Record kinds (all carry `kind`, `episode_id`, `time` in Unix seconds):
 - `episode`: `policy_version`, `embodiment`, `instruction` (null when not given)
 - `step`: `step`, `policy_version`, `embodiment`, `instruction`, `images`
   ({camera: PNG/JPEG bytes or uint8 array}), `state` (float32 array),
-  `actions` (float32 [chunk, action_dim] array), `cot`, `think`, `seed`
+  `actions` (float32 [chunk, action_dim] array), `cot`, `think`, `seed`; a real-time chunking request
+  also `prefix_actions` (float32 [n, action_dim], the committed prefix it was inpainted to) and
+  `prefix_delay` (the steps of it that ran before the answer)
 - `reward`: `reward` (0/1, or null: a label withdrawn by the operator's undo); when several arrive
   for one episode the last wins. Optional `source` ("api", "operator") and `undo_until` (Unix
   seconds): until then the operator may still withdraw it, so RL does not take it before.
@@ -323,7 +325,7 @@ class ReplayReader:
 def decode_record(record: dict) -> dict:
     """numpy arrays for `state`/`actions`, uint8 [H, W, 3] images for `images`."""
     out = dict(record)
-    for key in ("state", "actions"):
+    for key in ("state", "actions", "prefix_actions"):
         if isinstance(out.get(key), dict):
             out[key] = protocol.unpack_array(out[key], key)
     if isinstance(out.get("images"), dict):
@@ -334,9 +336,15 @@ def decode_record(record: dict) -> dict:
 
 def step_record(episode_id: str, step: int | None, policy_version: int, embodiment: str, instruction: str,
                 images: dict, state: np.ndarray, actions: np.ndarray, cot: str | None, think: bool,
-                seed: int | None, now: float | None = None) -> dict[str, Any]:
-    """A `step` record; `images` are the camera payloads as the robot sent them (bytes or array dicts)."""
-    return {"kind": KIND_STEP, "episode_id": episode_id, "step": step, "time": time.time() if now is None else now,
-            "policy_version": int(policy_version), "embodiment": embodiment, "instruction": instruction,
-            "images": images, "state": protocol.pack_array(np.asarray(state, np.float32)),
-            "actions": protocol.pack_array(np.asarray(actions, np.float32)), "cot": cot, "think": think, "seed": seed}
+                seed: int | None, now: float | None = None, prefix_actions: np.ndarray | None = None,
+                prefix_delay: int = 0) -> dict[str, Any]:
+    """A `step` record; `images` are the camera payloads as the robot sent them (bytes or array dicts).
+    A real-time chunking request also records its committed prefix and delay (so RL knows what ran)."""
+    record = {"kind": KIND_STEP, "episode_id": episode_id, "step": step, "time": time.time() if now is None else now,
+              "policy_version": int(policy_version), "embodiment": embodiment, "instruction": instruction,
+              "images": images, "state": protocol.pack_array(np.asarray(state, np.float32)),
+              "actions": protocol.pack_array(np.asarray(actions, np.float32)), "cot": cot, "think": think, "seed": seed}
+    if prefix_actions is not None:
+        record["prefix_actions"] = protocol.pack_array(np.asarray(prefix_actions, np.float32))
+        record["prefix_delay"] = int(prefix_delay)
+    return record

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serving_testlib import ACTION_DIM, CAMERAS, CHUNK, make_obs
+from serving_testlib import ACTION_DIM, CAMERAS, CHUNK, act_body, make_obs
 
 from syvla.client import PolicyClient, PolicyServerError
 from syvla.model.policy import Policy
@@ -95,6 +95,34 @@ def test_replay_records_what_was_served(server):
         np.testing.assert_array_equal(s["actions"], actions)
         np.testing.assert_array_equal(s["images"]["topview"], make_obs(i)["images"]["topview"])
         assert (s["seed"], s["policy_version"]) == (i, 0)
+
+
+@pytest.mark.parametrize("encoding", ["msgpack", "json"])
+def test_real_time_chunking_request_is_inpainted_and_recorded(server, debug_ckpts, encoding):
+    """An act with the committed prefix and delay answers what Policy.infer answers for them, and the
+    replay step keeps the prefix and delay (RL scores what was executed); bad prefixes are 422 by name."""
+    host, http = server
+    c = client(http, encoding)
+    episode = c.start_episode()
+    obs = make_obs(4)
+    old = c.act(obs["images"], obs["state"], obs["instruction"], seed=1).actions
+    prefix = old[10:]
+    out = c.act(obs["images"], obs["state"], obs["instruction"], seed=2, prefix_actions=prefix, prefix_delay=5)
+    expected = Policy.load(debug_ckpts[0]).infer({**obs, "embodiment": "metaworld", "seed": 2,
+                                                  "prefix_actions": prefix, "prefix_delay": 5})["actions"]
+    np.testing.assert_allclose(out.actions, expected, rtol=1e-4, atol=1e-5)
+    steps = rb.ReplayReader(host.config.replay_dir).episodes()[episode].steps
+    assert "prefix_actions" not in steps[0]
+    np.testing.assert_array_equal(steps[1]["prefix_actions"], prefix)
+    assert steps[1]["prefix_delay"] == 5
+    for bad, field in (({"prefix_actions": np.zeros((5, 3), np.float32).tolist()}, "prefix_actions"),
+                       ({"prefix_actions": np.zeros((5, 4), np.float32).tolist(), "prefix_delay": 6}, "prefix_delay"),
+                       ({"prefix_delay": 2}, "prefix_delay"),
+                       ({"prefix_actions": np.zeros((60, 4), np.float32).tolist()}, "prefix_actions")):
+        body = {**act_body(episode, obs), **bad}
+        with pytest.raises(PolicyServerError) as err:
+            client(http, "msgpack")._call("POST", "/v1/act", body)
+        assert (err.value.status, err.value.field) == (422, field), (bad, err.value)
 
 
 def test_auth_size_limit_and_errors(server):

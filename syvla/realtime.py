@@ -1,0 +1,171 @@
+"""Robot side of real-time chunking: act at a fixed control rate while the next chunk is computed.
+
+No torch, no Ray: numpy and threads, beside `syvla.client`.
+
+    controller = RealtimeController(request=lambda obs, prefix, delay: client.act(..., prefix_actions=prefix,
+                                    prefix_delay=delay).actions, observe=robot.observe, execute=robot.step,
+                                    control_hz=20, execute_steps=25, mode="rtc")
+    controller.run(steps=500)
+
+Every `execute_steps` actions of the current chunk, a background thread sends the observation of that
+moment with the actions still ahead in the chunk (the committed prefix) and the delay the latency
+tracker expects, in control steps. The robot keeps executing the chunk meanwhile. When the answer
+arrives `e` steps after the request, the new chunk replaces the queue from its step `e` on (steps it
+already executed from the old chunk are skipped). Modes:
+- "rtc": the request carries the prefix and delay; the server inpaints the new chunk to agree with it.
+- "naive": the same asynchronous schedule without the prefix (the chunks are independent samples).
+- "sync": the robot stops after `execute_steps` actions and waits for the next chunk (no overlap).
+A late answer (the queue ran dry first): `late="hold"` executes `hold_action(last)` each step until it
+arrives (the default holds the last action; a delta-action robot passes one that keeps still),
+`late="continue"` repeats the old chunk's last action instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+MODES = ("rtc", "naive", "sync")
+LATE_POLICIES = ("hold", "continue")
+
+
+class LatencyTracker:
+    """Recent request latencies (seconds); the delay to plan for is a high quantile of them, in steps."""
+
+    def __init__(self, window: int = 16, quantile: float = 0.9, initial_s: float = 0.1):
+        if window < 1 or not 0.0 < quantile <= 1.0 or initial_s < 0:
+            raise ValueError("LatencyTracker needs window >= 1, quantile in (0, 1] and initial_s >= 0")
+        self._seen: collections.deque[float] = collections.deque(maxlen=window)
+        self.quantile, self.initial_s = quantile, initial_s
+
+    def add(self, seconds: float) -> None:
+        self._seen.append(float(seconds))
+
+    def expected_s(self) -> float:
+        if not self._seen:
+            return self.initial_s
+        return float(np.quantile(np.asarray(self._seen), self.quantile))
+
+    def expected_steps(self, control_hz: float) -> int:
+        return int(math.ceil(self.expected_s() * control_hz - 1e-9))
+
+
+@dataclasses.dataclass
+class ControllerStats:
+    steps: int = 0
+    requests: int = 0
+    late_steps: int = 0  # steps executed without a plan (hold / continue) while an answer was late
+    seams: list = dataclasses.field(default_factory=list)  # |first new action - last old action| per switch
+    latencies_s: list = dataclasses.field(default_factory=list)
+    delays_planned: list = dataclasses.field(default_factory=list)  # steps the tracker expected per request
+    delays_seen: list = dataclasses.field(default_factory=list)  # steps that actually passed
+    tick_lateness_s: list = dataclasses.field(default_factory=list)  # how late each step ran vs its slot
+
+
+class RealtimeController:
+    def __init__(self, request: Callable[[Any, np.ndarray | None, int], np.ndarray], observe: Callable[[], Any],
+                 execute: Callable[[np.ndarray], Any], control_hz: float, execute_steps: int, mode: str = "rtc",
+                 late: str = "hold", hold_action: Callable[[np.ndarray], np.ndarray] | None = None,
+                 tracker: LatencyTracker | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        """`request(obs, prefix, delay)` -> the new chunk [H, action_dim] (prefix None in "naive"/"sync" mode);
+        `observe()` -> the robot's observation now; `execute(action)` runs one control step."""
+        if mode not in MODES:
+            raise ValueError(f"RealtimeController.mode must be one of {MODES}, got {mode!r}")
+        if late not in LATE_POLICIES:
+            raise ValueError(f"RealtimeController.late must be one of {LATE_POLICIES}, got {late!r}")
+        if control_hz <= 0 or execute_steps < 1:
+            raise ValueError("RealtimeController needs control_hz > 0 and execute_steps >= 1")
+        self.request, self.observe, self.execute = request, observe, execute
+        self.hz, self.s, self.mode, self.late = float(control_hz), int(execute_steps), mode, late
+        self.hold_action = hold_action or (lambda last: last)
+        self.tracker = tracker or LatencyTracker()
+        self.clock, self.sleep = clock, sleep
+        self.stats = ControllerStats()
+        self._queue: collections.deque = collections.deque()
+        self._since_chunk = 0
+        self._last: np.ndarray | None = None
+        self._pending: dict | None = None  # {"thread", "result", "error", "t0", "step0", "planned"}
+
+    # ---- requests ------------------------------------------------------------------------------
+    def _start_request(self) -> None:
+        prefix = np.asarray(list(self._queue), np.float32) if (self.mode == "rtc" and self._queue) else None
+        planned = self.tracker.expected_steps(self.hz)
+        delay = 0 if prefix is None else min(planned, len(prefix))
+        obs = self.observe()
+        job = {"result": None, "error": None, "t0": self.clock(), "step0": self.stats.steps, "planned": planned}
+
+        def call():
+            try:
+                job["result"] = np.asarray(self.request(obs, prefix, delay), np.float32)
+            except BaseException as e:  # re-raised on the control thread
+                job["error"] = e
+            job["t1"] = self.clock()
+
+        job["thread"] = threading.Thread(target=call, daemon=True, name="syvla-realtime-request")
+        self.stats.requests += 1
+        self.stats.delays_planned.append(planned)
+        self._pending = job
+        job["thread"].start()
+
+    def _take_answer(self) -> None:
+        job, self._pending = self._pending, None
+        job["thread"].join()
+        if job["error"] is not None:
+            raise job["error"]
+        chunk = job["result"]
+        elapsed = self.stats.steps - job["step0"]  # steps executed from the old chunk meanwhile
+        self.tracker.add(job["t1"] - job["t0"])
+        self.stats.latencies_s.append(job["t1"] - job["t0"])
+        self.stats.delays_seen.append(elapsed)
+        rest = chunk[min(elapsed, len(chunk)) :]
+        if self._last is not None and len(rest):
+            self.stats.seams.append(float(np.abs(rest[0] - self._last).max()))
+        self._queue = collections.deque(rest)
+        self._since_chunk = 0
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def run(self, steps: int, stop: Callable[[], bool] | None = None) -> ControllerStats:
+        """Execute `steps` control steps (or until `stop()`), one every 1 / control_hz seconds."""
+        period = 1.0 / self.hz
+        if not self._queue and self._pending is None:  # the first chunk: nothing to overlap with
+            self._start_request()
+            self._take_answer()
+        next_tick = self.clock()
+        for _ in range(steps):
+            if stop is not None and stop():
+                break
+            if self._pending is not None and self._pending["thread"].is_alive() is False:
+                self._take_answer()
+            if self._pending is None and self._since_chunk >= self.s:
+                self._start_request()
+                if self.mode == "sync":
+                    self._take_answer()
+                    next_tick = self.clock()
+            if self._queue:
+                action = self._queue.popleft()
+            else:
+                self.stats.late_steps += 1
+                last = self._last if self._last is not None else np.zeros(1, np.float32)
+                action = self.hold_action(last) if self.late == "hold" else last
+            self.stats.tick_lateness_s.append(max(0.0, self.clock() - next_tick))
+            self.execute(action)
+            self._last = np.asarray(action, np.float32)
+            self._since_chunk += 1
+            self.stats.steps += 1
+            next_tick += period
+            wait = next_tick - self.clock()
+            if wait > 0:
+                self.sleep(wait)
+        return self.stats
+
+    def close(self) -> None:
+        if self._pending is not None:
+            self._pending["thread"].join()
+            self._pending = None

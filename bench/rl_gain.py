@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import syvla  # noqa: E402,F401  (installs the torchvision shim first)
-from steps import pipeline_steps  # noqa: E402
+from steps import build_finetuned, pipeline_steps  # noqa: E402
 from syvla.sim.trusted import EVAL_SEED  # noqa: E402
 
 RL_SEED = 1000  # RLRunConfig.seed: RL episode e's robots use layouts 1000 + ...
@@ -121,17 +121,8 @@ def main(argv=None) -> int:
         if not is_checkpoint_dir(base):
             raise SystemExit(f"rl_gain: --checkpoint {base} is not a policy checkpoint")
     else:
-        base, pretrained = work / "finetuned" / f"rl-gain-{args.task}", work / "pretrained"
-        if not is_checkpoint_dir(pretrained):
-            run("pipelines/pretrain.py", "--name", "rl-gain-pretrain", "--storage_path", str(work / "runs"),
-                "--demos.collect", "true", "--demos.raw", str(expert_data), "--demos.tasks", args.task,
-                "--demos.episodes_per_task", str(args.demos), "--data.path", str(work / "prepared"),
-                "--max_steps", str(args.pretrain_steps), "--out", str(pretrained), *small)
-        if not is_checkpoint_dir(base):
-            run("pipelines/finetune.py", "--init_from", str(pretrained), "--data.path", str(work / "prepared"),
-                "--data.tasks", args.task, "--per_task", "false", "--name", base.name,
-                "--storage_path", str(work / "runs"), "--out_dir", str(base.parent),
-                "--max_steps", str(args.finetune_steps), *small)
+        base = build_finetuned(run, work, args.task, args.demos, args.pretrain_steps, args.finetune_steps, small,
+                               raw=expert_data)
 
     # 2. the retriever, trained on the imitation set RL retrieves from
     rl_flags = shlex.split(args.rl_flags)

@@ -29,3 +29,24 @@ def pipeline_steps(name: str):
         log(f"done in {time.time() - t0:.0f} s")
 
     return log, run
+
+
+def build_finetuned(run, work: Path, task: str, demos: int, pretrain_steps: int, finetune_steps: int,
+                    small=(), raw: Path | None = None) -> Path:
+    """The debug policy the RL and real-time benches start from, built once under `work` (skipped when it
+    exists): `demos` scripted demos of `task`, pretraining, then fine-tuning on the task."""
+    from syvla.model.checkpoint import is_checkpoint_dir
+
+    raw = raw or work / "raw"
+    base, pretrained = work / "finetuned" / f"rl-gain-{task}", work / "pretrained"
+    if not is_checkpoint_dir(pretrained):
+        run("pipelines/pretrain.py", "--name", "rl-gain-pretrain", "--storage_path", str(work / "runs"),
+            "--demos.collect", "true", "--demos.raw", str(raw), "--demos.tasks", task,
+            "--demos.episodes_per_task", str(demos), "--data.path", str(work / "prepared"),
+            "--max_steps", str(pretrain_steps), "--out", str(pretrained), *small)
+    if not is_checkpoint_dir(base):
+        run("pipelines/finetune.py", "--init_from", str(pretrained), "--data.path", str(work / "prepared"),
+            "--data.tasks", task, "--per_task", "false", "--name", base.name,
+            "--storage_path", str(work / "runs"), "--out_dir", str(base.parent),
+            "--max_steps", str(finetune_steps), *small)
+    return base

@@ -7,7 +7,8 @@ No torch, no Ray: numpy and threads, beside `syvla.client`.
                                     control_hz=20, execute_steps=25, mode="rtc")
     controller.run(steps=500)
 
-Every `execute_steps` actions of the current chunk, a background thread sends the observation of that
+Every `execute_steps` actions of the current chunk (or sooner, when fewer actions are left than 1.5x
+the steps the latency tracker expects the answer to take), a background thread sends the observation of that
 moment with the actions still ahead in the chunk (the committed prefix) and the delay the latency
 tracker expects, in control steps. The robot keeps executing the chunk meanwhile. When the answer
 arrives `e` steps after the request, the new chunk replaces the queue from its step `e` on (steps it
@@ -38,7 +39,7 @@ LATE_POLICIES = ("hold", "continue")
 class LatencyTracker:
     """Recent request latencies (seconds); the delay to plan for is a high quantile of them, in steps."""
 
-    def __init__(self, window: int = 16, quantile: float = 0.9, initial_s: float = 0.1):
+    def __init__(self, window: int = 16, quantile: float = 0.5, initial_s: float = 0.1):
         if window < 1 or not 0.0 < quantile <= 1.0 or initial_s < 0:
             raise ValueError("LatencyTracker needs window >= 1, quantile in (0, 1] and initial_s >= 0")
         self._seen: collections.deque[float] = collections.deque(maxlen=window)
@@ -62,9 +63,12 @@ class ControllerStats:
     requests: int = 0
     late_steps: int = 0  # steps executed without a plan (hold / continue) while an answer was late
     seams: list = dataclasses.field(default_factory=list)  # |first new action - last old action| per switch
+    plan_gaps: list = dataclasses.field(default_factory=list)  # |first new action - the old chunk's action for
+    #                                                             that step| per switch (the old plan's step)
     latencies_s: list = dataclasses.field(default_factory=list)
     delays_planned: list = dataclasses.field(default_factory=list)  # steps the tracker expected per request
     delays_seen: list = dataclasses.field(default_factory=list)  # steps that actually passed
+    switches: list = dataclasses.field(default_factory=list)  # (step of the switch, delay planned, steps passed)
     tick_lateness_s: list = dataclasses.field(default_factory=list)  # how late each step ran vs its slot
 
 
@@ -121,16 +125,26 @@ class RealtimeController:
             raise job["error"]
         chunk = job["result"]
         elapsed = self.stats.steps - job["step0"]  # steps executed from the old chunk meanwhile
-        self.tracker.add(job["t1"] - job["t0"])
+        if job["step0"] > 0 or self.stats.requests > 1:  # the first, blocking request warms the server up
+            self.tracker.add(job["t1"] - job["t0"])
+        self.stats.switches.append((self.stats.steps, job["planned"], elapsed))
         self.stats.latencies_s.append(job["t1"] - job["t0"])
         self.stats.delays_seen.append(elapsed)
         rest = chunk[min(elapsed, len(chunk)) :]
         if self._last is not None and len(rest):
             self.stats.seams.append(float(np.abs(rest[0] - self._last).max()))
+            if self._queue:  # what the old chunk would have done at this step
+                self.stats.plan_gaps.append(float(np.abs(rest[0] - self._queue[0]).max()))
         self._queue = collections.deque(rest)
         self._since_chunk = 0
 
     # ---- the loop ------------------------------------------------------------------------------
+    def _lead_steps(self) -> int:
+        """Ask again when no more actions than this are left: the expected latency and half of it again
+        (round trips vary; an answer after the chunk ran out is a late step)."""
+        expected = self.tracker.expected_steps(self.hz)
+        return expected + max(2, expected // 2)
+
     def run(self, steps: int, stop: Callable[[], bool] | None = None) -> ControllerStats:
         """Execute `steps` control steps (or until `stop()`), one every 1 / control_hz seconds."""
         period = 1.0 / self.hz
@@ -143,7 +157,8 @@ class RealtimeController:
                 break
             if self._pending is not None and self._pending["thread"].is_alive() is False:
                 self._take_answer()
-            if self._pending is None and self._since_chunk >= self.s:
+            if self._pending is None and (self._since_chunk >= self.s or (
+                    self.mode != "sync" and len(self._queue) <= self._lead_steps())):
                 self._start_request()
                 if self.mode == "sync":
                     self._take_answer()

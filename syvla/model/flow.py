@@ -137,12 +137,15 @@ def rtc_weights(horizon: int, committed: int, delay: int) -> torch.Tensor:
 
 
 def sample_guided(velocity: VelocityFn, noise: torch.Tensor, num_steps: int, target: torch.Tensor,
-                  weights: torch.Tensor, beta: float = GUIDANCE_CLIP) -> torch.Tensor:
+                  weights: torch.Tensor, beta: float = GUIDANCE_CLIP, hard: torch.Tensor | None = None) -> torch.Tensor:
     """Euler integration like `sample`, with each step's velocity guided toward `target` Y [B, T, A] where
     `weights` W [B, T, A] > 0: v' = v - w * J^T [W * (Y - A_hat)], A_hat = x_t - t v (the predicted clean
     chunk), J = dA_hat/dx_t (one vector-Jacobian product through the velocity field), w = min(beta,
     t / ((1 - t) r^2)), r^2 = t^2 / ((1 - t)^2 + t^2). Rows with W = 0 get an exact zero correction; the
-    velocity field must treat batch rows independently (ours does)."""
+    velocity field must treat batch rows independently (ours does).
+
+    `hard` [B, T, A] bool: entries held on the prefix's own path x_t = t eps + (1 - t) Y after every step
+    (inpainting; at t = 0 they equal Y), so the free steps are integrated beside the exact prefix."""
     if target.shape != noise.shape or weights.shape != noise.shape:
         raise ValueError(f"target and weights must have the noise's shape {list(noise.shape)}, got "
                          f"{list(target.shape)} and {list(weights.shape)}")
@@ -160,4 +163,7 @@ def sample_guided(velocity: VelocityFn, noise: torch.Tensor, num_steps: int, tar
         r2 = t_val ** 2 / ((1.0 - t_val) ** 2 + t_val ** 2)
         w = beta if t_val >= 1.0 else min(beta, t_val / ((1.0 - t_val) * r2))
         x = (x - dt * (v.detach() - w * correction)).detach()
+        if hard is not None:
+            t_next = max(t_val - dt, 0.0)
+            x = torch.where(hard, t_next * noise + (1.0 - t_next) * target, x)
     return x

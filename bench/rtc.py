@@ -1,0 +1,149 @@
+"""Real-time chunking in Meta-World: success and seam jumps under injected network delay, per mode.
+
+    python bench/rtc.py --checkpoint runs/rl_gain/finetuned/rl-gain-push-v3       # a fine-tuned push policy
+    python bench/rtc.py                          # builds that policy first (as bench/rl_gain.py does)
+    python bench/rtc.py --episodes 20 --delays_ms 0 200 --modes sync naive rtc
+
+Each episode runs `syvla.realtime.RealtimeController` in real time at Meta-World's control rate (80 Hz)
+against the policy in process, with `--delays_ms` added to every request (the network); the held-out
+layouts are syvla.sim.trusted's (layout seeds 100000 + k), the same for every mode and delay. Modes:
+sync (the robot stops and waits for every chunk), naive (asynchronous, chunks switched without
+inpainting), rtc (asynchronous, the request carries the committed prefix and the expected delay, the
+server inpaints). The seam jump is the largest executed step |a[t] - a[t-1]| (max over dims) from a chunk
+switch through the last step the new chunk copied from the committed prefix (rtc; the switch step alone
+for naive and sync), against the p95 of within-chunk steps |a[i+1] - a[i]| of the same chunks; the gap
+to the old plan is |first new action - the old chunk's action for the same step| (what inpainting aims
+at: a smooth policy's seam is at least its own step).
+Training-time action conditioning is not implemented yet, so it has no row.
+Last line: `rtc_seam_jump_ratio: X` = mean seam jump with rtc / naive at 200 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import syvla  # noqa: E402,F401  (installs the torchvision shim first)
+from steps import build_finetuned, pipeline_steps  # noqa: E402
+
+log, run = pipeline_steps("rtc")
+
+
+def episode(policy, task: str, seed: int, mode: str, delay_s: float, hz: float, execute_steps: int,
+            max_steps: int, noise_seed: int) -> dict:
+    import numpy as np
+
+    from syvla.realtime import LatencyTracker, RealtimeController
+    from syvla.sim import metaworld as mw
+    from syvla.sim.robot import SimRobot
+
+    chunks = []
+    with SimRobot(image_size=64, max_steps=max_steps) as robot:
+        robot.reset(task, seed)
+        calls = [0]
+
+        def request(obs, prefix, delay):
+            out = policy.infer({"embodiment": mw.DATASET_NAME, "images": obs["images"], "state": obs["state"],
+                                "instruction": mw.instruction(task), "seed": noise_seed + calls[0],
+                                "prefix_actions": prefix, "prefix_delay": delay})["actions"]
+            calls[0] += 1
+            time.sleep(delay_s)  # the network, both ways
+            chunks.append(out)
+            return out
+
+        executed = []
+
+        def execute(action):
+            executed.append(np.asarray(action, np.float32))
+            return robot.step(action)
+
+        ctl = RealtimeController(request, observe=robot.observation, execute=execute, control_hz=hz,
+                                 execute_steps=execute_steps, mode=mode, late="hold",
+                                 hold_action=mw.hold_still_action, tracker=LatencyTracker(initial_s=delay_s + 0.05))
+        stats = ctl.run(max_steps, stop=lambda: robot.done)
+        ctl.close()
+        steps = [np.abs(np.diff(c, axis=0)).max(axis=1) for c in chunks]
+        # The hand-off: the largest step of the executed actions from the switch through the last step the
+        # new chunk took over from the committed prefix (naive and sync: the switch step alone).
+        jumps = np.r_[0.0, np.abs(np.diff(np.asarray(executed), axis=0)).max(axis=1)] if executed else np.zeros(0)
+        handoffs = []
+        for at, planned, elapsed in stats.switches[1:]:
+            end = at + (max(0, min(planned, 50) - elapsed) if mode == "rtc" else 0)
+            if 0 < at < len(jumps):
+                handoffs.append(float(jumps[at:min(end, len(jumps) - 1) + 1].max()))
+        return {"seed": seed, "success": bool(robot.success), "steps": stats.steps, "late_steps": stats.late_steps,
+                "seams": handoffs, "plan_gaps": stats.plan_gaps, "within_p95": float(np.quantile(np.concatenate(steps), 0.95)),
+                "latency_ms": [1e3 * x for x in stats.latencies_s],
+                "tick_lateness_p95_ms": 1e3 * float(np.quantile(stats.tick_lateness_s, 0.95))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="", help="fine-tuned policy ('' = build one under --work)")
+    p.add_argument("--work", default="runs/rl_gain", help="where a policy is built (shared with bench/rl_gain.py)")
+    p.add_argument("--task", default="push-v3")
+    p.add_argument("--episodes", type=int, default=50, help="held-out layouts per mode and delay")
+    p.add_argument("--delays_ms", type=float, nargs="+", default=[0, 100, 200, 400])
+    p.add_argument("--modes", nargs="+", default=["sync", "naive", "rtc"], choices=["sync", "naive", "rtc"])
+    p.add_argument("--execute_steps", type=int, default=10, help="actions of a chunk before the next request")
+    p.add_argument("--max_steps", type=int, default=300)
+    p.add_argument("--control_hz", type=float, default=80.0, help="Meta-World's own rate (12.5 ms per step)")
+    p.add_argument("--json", default="", help="write every episode's figures here")
+    args = p.parse_args(argv)
+    if 200.0 not in args.delays_ms or not {"naive", "rtc"} <= set(args.modes):
+        p.error("the headline needs --delays_ms to include 200 and --modes to include naive and rtc")
+
+    import numpy as np
+    import torch
+
+    from syvla.intervals import SuccessRate
+    from syvla.model.policy import Policy
+    from syvla.sim.trusted import EVAL_SEED
+
+    torch.set_num_threads(1)
+    ckpt = Path(args.checkpoint) if args.checkpoint else build_finetuned(
+        run, (ROOT / args.work).resolve(), args.task, demos=20, pretrain_steps=600, finetune_steps=400)
+    policy = Policy.load(ckpt)
+    results = {}
+    for delay in args.delays_ms:
+        for mode in args.modes:
+            eps = [episode(policy, args.task, EVAL_SEED + k, mode, delay / 1e3, args.control_hz, args.execute_steps,
+                           args.max_steps, noise_seed=1000 * k) for k in range(args.episodes)]
+            seams = np.concatenate([e["seams"] for e in eps if e["seams"]] or [np.zeros(0)])
+            gaps = np.concatenate([e["plan_gaps"] for e in eps if e["plan_gaps"]] or [np.zeros(0)])
+            within = float(np.mean([e["within_p95"] for e in eps]))
+            rate = SuccessRate(sum(e["success"] for e in eps), len(eps))
+            r = results[f"{mode}@{delay:g}"] = {
+                "mode": mode, "delay_ms": delay, "success": rate.to_dict(), "outcomes": [e["success"] for e in eps],
+                "seam_mean": float(seams.mean()) if seams.size else None, "within_step_p95": within,
+                "plan_gap_mean": float(gaps.mean()) if gaps.size else None,
+                "late_steps": int(sum(e["late_steps"] for e in eps)),
+                "latency_ms_p50": float(np.median(np.concatenate([e["latency_ms"] for e in eps]))),
+                "tick_lateness_p95_ms": float(np.max([e["tick_lateness_p95_ms"] for e in eps]))}
+            seam = "-" if r["seam_mean"] is None else f"{r['seam_mean']:.3f} ({r['seam_mean'] / within:.2f} x p95 step)"
+            gap = "-" if r["plan_gap_mean"] is None else f"{r['plan_gap_mean']:.3f}"
+            log(f"{mode:5s} +{delay:4.0f} ms: success {rate}; seam jump {seam}; gap to the old plan {gap}; "
+                f"late steps {r['late_steps']}; "
+                f"latency p50 {r['latency_ms_p50']:.0f} ms")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"checkpoint": str(ckpt), "args": vars(args), "results": results},
+                                              indent=1))
+    if "sync@0" in results and "rtc@200" in results:
+        from syvla.intervals import paired_comparison
+
+        c = paired_comparison(results["sync@0"]["outcomes"], results["rtc@200"]["outcomes"])
+        log(f"rtc at 200 ms vs sync at 0 ms: {100 * c['difference']:+.0f} points (same layouts; "
+            f"{c['b_only']} gained / {c['a_only']} lost, McNemar p = {c['mcnemar_p']:.3f})")
+    ratio = results["rtc@200"]["seam_mean"] / results["naive@200"]["seam_mean"]
+    print(f"rtc_seam_jump_ratio: {ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -61,6 +61,8 @@ class ActResult:
     step: int | None
     cot: str | None
     timing: dict  # server-side milliseconds: queue_ms, infer_ms, replay_ms, server_ms; batch_size ({} when blind)
+    vlm_call: int | None = None  # with the server's vlm_every > 1: the episode's act call whose VLM forward
+    #                              produced the Feature Query States of this chunk
 
 
 class PolicyClient:
@@ -143,7 +145,8 @@ class PolicyClient:
             self.step += 1
         return ActResult(actions=protocol.parse_actions(out["actions"]), policy_version=out.get("policy_version"),
                          latest_policy_version=out.get("latest_policy_version"), episode_id=out["episode_id"],
-                         step=out.get("step"), cot=out.get("cot"), timing=out.get("timing", {}))
+                         step=out.get("step"), cot=out.get("cot"), timing=out.get("timing", {}),
+                         vlm_call=out.get("vlm_call"))
 
     def post_reward(self, reward: int, episode_id: str | None = None) -> dict:
         """The episode's 0/1 outcome (a human's verdict, or the simulator's success)."""

@@ -88,27 +88,54 @@ class Policy:
         return self.infer_batch([obs])[0]
 
     @torch.no_grad()
-    def infer_batch(self, observations: list[Observation | Mapping]) -> list[dict]:
-        """One forward for many robots; each result carries the version that produced it."""
+    def infer_batch(self, observations: list[Observation | Mapping],
+                    states: Sequence[torch.Tensor | None] | None = None) -> list[dict]:
+        """One forward for many robots; each result carries the version that produced it.
+
+        `states`: per observation, Feature Query States [n, d] an earlier call of the same episode returned
+        (its result's "states") to reuse instead of running the VLM (§3.1's asynchronous VLM and expert), or
+        None. With `states` given, every result carries the "states" it used (to reuse later)."""
+        observations = [self.validate(o) for o in observations]
+        if states is None:
+            return self._infer_group(observations, None)
+        if len(states) != len(observations):
+            raise ValueError(f"infer_batch: {len(states)} states for {len(observations)} observations")
+        out: list[dict | None] = [None] * len(observations)
+        for reuse in (False, True):
+            idx = [i for i, s in enumerate(states) if (s is not None) == reuse]
+            if idx:
+                group = self._infer_group([observations[i] for i in idx],
+                                          torch.stack([states[i] for i in idx]) if reuse else None, keep_states=True)
+                for i, r in zip(idx, group):
+                    out[i] = r
+        return out
+
+    def _infer_group(self, observations: list[Observation], states: torch.Tensor | None,
+                     keep_states: bool = False) -> list[dict]:
         loaded = self._loaded  # one consistent (weights, stats, version) for the whole batch
         model, cfg = loaded.model, loaded.model.cfg
-        observations = [self.validate(o) for o in observations]
         samples = [o.to_sample() for o in observations]
         cots = None
-        thinking = [o.think for o in observations]
+        thinking = [o.think and states is None for o in observations]  # reused states keep their CoT
         if any(thinking):
             batch = build_batch(samples, model.processor, cfg, loaded.norm_stats, training=False)
             generated = model.generate_cot(batch.to(self.device))
             cots = [c if t else o.cot for c, t, o in zip(generated, thinking, observations)]
-        batch = build_batch(samples, model.processor, cfg, loaded.norm_stats, training=False, cots=cots).to(self.device)
+        batch = build_batch(samples, model.processor, cfg, loaded.norm_stats, training=False, cots=cots,
+                            vlm=states is None).to(self.device)
         noise = torch.stack([self._noise(o.seed, cfg) for o in observations])
         guidance = self._guidance(observations, cfg, loaded.norm_stats)
-        actions = model.sample_actions(batch, noise=noise, guidance=guidance).float().cpu().numpy()
+        actions, used = model.sample_actions_and_states(
+            batch, noise=noise, guidance=guidance, states=None if states is None else states.to(self.device))
+        actions = actions.float().cpu().numpy()
         out = []
         for i, s in enumerate(samples):
             emb = cfg.embodiment(s.embodiment)
             a = loaded.norm_stats[emb.name].action.unnormalize(actions[i, :, : emb.action_dim])
-            out.append({"actions": a, "policy_version": loaded.version, "cot": cots[i] if thinking[i] else None})
+            r = {"actions": a, "policy_version": loaded.version, "cot": cots[i] if thinking[i] else None}
+            if keep_states:
+                r["states"] = used[i].detach()
+            out.append(r)
         return out
 
     @torch.no_grad()

@@ -136,12 +136,19 @@ class Batch:
 
 
 def build_batch(samples: list[Sample], processor, cfg: SyVLAConfig, norm_stats: NormStats, *,
-                training: bool = True, cots: list[str | None] | None = None) -> Batch:
+                training: bool = True, cots: list[str | None] | None = None, vlm: bool = True) -> Batch:
     """samples: `Sample`s (robot and VQA mixed). With training=False, actions are not required.
 
     cots overrides each robot sample's chain of thought (inference: the text `generate_cot` produced,
-    which stops at <|im_end|>, so the prompt closes it as usual).
+    which stops at <|im_end|>, so the prompt closes it as usual). vlm=False builds the action expert's
+    part only (robot samples; inference that reuses earlier Feature Query States): no tokens, no VLM pixels.
     """
+    if not vlm:
+        if any(s.kind != K.KIND_ROBOT for s in samples):
+            raise ValueError("build_batch(vlm=False) takes robot samples only")
+        expert = _expert_tensors(samples, cfg, norm_stats, training)
+        return Batch(vlm={}, query_mask=torch.zeros(len(samples), 0, dtype=torch.bool), lm_labels=None,
+                     robot_rows=torch.arange(len(samples)), **expert)
     if not samples:
         raise ValueError("build_batch needs at least one sample")
     texts, vlm_images, robot = [], [], []

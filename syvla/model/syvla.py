@@ -168,18 +168,34 @@ class SyVLA(nn.Module):
 
         guidance: (Y, W), both [B_r, T, max_action_dim]: real-time chunking, each step guided toward the
         committed prefix Y where its soft mask W > 0 (`flow.sample_guided`); rows with W = 0 are plain."""
+        return self.sample_actions_and_states(batch, noise, generator, num_steps, guidance)[0]
+
+    @torch.no_grad()
+    def query_states(self, batch: Batch) -> torch.Tensor:
+        """The VLM's Feature Query States H [B_r, n, d] of the robot samples (the VLM forward)."""
         hidden = self.vlm_hidden(batch.vlm, batch.query_mask)
-        states = self.query_tokens.gather(hidden, batch.query_mask, self.cfg.num_query_tokens)
+        return self.query_tokens.gather(hidden, batch.query_mask, self.cfg.num_query_tokens)
+
+    @torch.no_grad()
+    def sample_actions_and_states(self, batch: Batch, noise: torch.Tensor | None = None,
+                                  generator: torch.Generator | None = None, num_steps: int | None = None,
+                                  guidance: tuple[torch.Tensor, torch.Tensor] | None = None,
+                                  states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`sample_actions` plus the Feature Query States it used. Given `states` (an earlier call's, §3.1:
+        the VLM and the action expert may run asynchronously), the VLM forward is skipped and only the
+        expert runs on the batch's fresh images and state."""
+        if states is None:
+            states = self.query_states(batch)
         ctx = self.expert_context(batch, states)
         shape = (batch.num_robot, self.cfg.expert.chunk_len, self.cfg.max_action_dim)
         if noise is None:
             noise = torch.randn(shape, generator=generator)
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}")
-        noise = noise.to(hidden.device, hidden.dtype)
+        noise = noise.to(states.device, states.dtype)
         steps = num_steps or self.cfg.flow.num_steps
         if guidance is None:
             x = flow.sample(ctx.velocity_fn(self.expert), noise, steps)
         else:
             x = flow.sample_guided(ctx.velocity_fn(self.expert), noise, steps, *guidance)
-        return x * batch.dim_mask.unsqueeze(1).to(x.dtype)
+        return x * batch.dim_mask.unsqueeze(1).to(x.dtype), states

@@ -192,6 +192,8 @@ def create_app(host: PolicyHost, act: ActFn | None = None, metrics: ServingMetri
         metrics.act(timing, out["policy_version"])
         resp = protocol.act_response(req.episode_id, out["actions"], out["policy_version"], out["latest_version"],
                                      out.get("cot"), req.step, timing, enc)
+        if "vlm_call" in out:
+            resp["vlm_call"] = out["vlm_call"]
         if host.blind:  # neither the version nor its speed may tell the arms apart
             for key in ("policy_version", "latest_policy_version", "timing"):
                 del resp[key]

@@ -49,11 +49,15 @@ class ServeConfig:
                                      "latency)")
     undo_window_s: float = field(30.0, "the operator page may withdraw a label this many seconds after posting it; "
                                        "RL takes a labelled episode only after that")
+    vlm_every: int = field(1, "an episode's VLM runs on every k-th act call; the calls between reuse its last "
+                              "Feature Query States (and CoT) and run only the action expert on their fresh "
+                              "images and state (§3.1); a new instruction always runs it. 1 = every call")
 
     def __post_init__(self):
         object.__setattr__(self, "blind_checkpoints", tuple(self.blind_checkpoints))
         for name in ("replay_segment_bytes", "max_body_bytes", "max_image_side", "default_deadline_ms",
-                     "max_batch_size", "keep_versions", "body_timeout_s", "upload_grace_s", "max_slow_uploads"):
+                     "max_batch_size", "keep_versions", "body_timeout_s", "upload_grace_s", "max_slow_uploads",
+                     "vlm_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServeConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.version < 0:

@@ -15,6 +15,7 @@ refused with 409 (start a new episode) rather than answered by other weights.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import secrets
@@ -54,6 +55,8 @@ class PolicyHost:
         # Signs episode ids: the app's shared secret (policy_app fills one in), else this host's own.
         self._secret = config.episode_secret.encode() if config.episode_secret else secrets.token_bytes(32)
         self._lock = threading.Lock()  # guards the three dicts and _current (the swap)
+        # vlm_every > 1: episode id -> [Feature Query States, cot, instruction, its VLM call, calls so far]
+        self._vlm_cache: collections.OrderedDict[str, list] = collections.OrderedDict()
         self._load_lock = threading.Lock()  # one load at a time: a shadow copy costs a model's memory
         self.schedule: BlindSchedule | None = None  # blind servers: assigns new episodes (load_blind)
 
@@ -237,7 +240,8 @@ class PolicyHost:
                 records.append((i, rb.step_record(req.episode_id, req.step, version, req.embodiment,
                                                   req.instruction, req.raw_images, req.state, out["actions"],
                                                   out.get("cot"), req.think, req.seed,
-                                                  prefix_actions=req.prefix_actions, prefix_delay=req.prefix_delay)))
+                                                  prefix_actions=req.prefix_actions, prefix_delay=req.prefix_delay,
+                                                  vlm_call=out.get("vlm_call"))))
         replay_ms = 0.0
         if records:
             t0 = time.perf_counter()
@@ -259,9 +263,46 @@ class PolicyHost:
         """`act_batch` over `(request, arrival)` pairs (the batcher's item format)."""
         return self.act_batch([r for r, _ in items], [a for _, a in items])
 
+    VLM_CACHE_EPISODES = 4096  # episodes whose Feature Query States a replica keeps (least recent dropped)
+
+    def _reuse(self, reqs: list[ActRequest]):
+        """Per request: the cached Feature Query States to reuse (vlm_every > 1), or None to run the VLM."""
+        k = self.config.vlm_every
+        if k <= 1:
+            return None
+        out = []
+        for r in reqs:
+            c = self._vlm_cache.get(r.episode_id)
+            fresh = c is None or c[2] != r.instruction or (c[4] + 1 - c[3]) >= k  # c[4] + 1: this call
+            out.append(None if fresh else c[0])
+        return out
+
+    def _remember(self, reqs: list[ActRequest], reused, outs: list) -> None:
+        for r, states, out in zip(reqs, reused, outs):
+            if isinstance(out, ProtocolError):
+                continue
+            c = self._vlm_cache.get(r.episode_id)
+            call = 0 if c is None else c[4] + 1
+            if states is None:  # this call ran the VLM
+                c = [out["states"], out.get("cot"), r.instruction, call, call]
+            else:
+                c[4] = call
+                out["cot"] = c[1] if r.think else None
+            out.pop("states", None)
+            out["vlm_call"] = c[3]
+            self._vlm_cache[r.episode_id] = c
+            self._vlm_cache.move_to_end(r.episode_id)
+        while len(self._vlm_cache) > self.VLM_CACHE_EPISODES:
+            self._vlm_cache.popitem(last=False)
+
     def _infer(self, policy, reqs: list[ActRequest]) -> list[dict | ProtocolError]:
         obs = [r.to_obs() for r in reqs]
+        reused = self._reuse(reqs)
         try:
+            if reused is not None:
+                outs = [dict(o) for o in policy.infer_batch(obs, states=reused)]
+                self._remember(reqs, reused, outs)
+                return outs
             return [dict(o) for o in (policy.infer_batch(obs) if len(obs) > 1 else [policy.infer(obs[0])])]
         except Exception as exc:
             if len(obs) == 1:

@@ -41,10 +41,12 @@ class ServeRunConfig:
     batch_wait_timeout_s: float = field(0.0, "seconds a batch waits to fill (0 = natural batching)")
     undo_window_s: float = field(30.0, "the operator page (/operator) may withdraw a label this many seconds after "
                                        "posting it; RL takes a label only after that")
+    vlm_every: int = field(1, "an episode's VLM runs on every k-th act call, the expert on every call "
+                              "(ServeConfig.vlm_every); 1 = every call")
     blocking: bool = field(True, "serve until interrupted (false: start, report, return)")
 
     def __post_init__(self):
-        for name in ("port", "max_batch_size"):
+        for name in ("port", "max_batch_size", "vlm_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ServeRunConfig.{name} must be > 0, got {getattr(self, name)}")
         if self.undo_window_s < 0:
@@ -96,7 +98,7 @@ def serve_config(cfg: ServeRunConfig, checkpoint: Path, version: int) -> ServeCo
                        api_key=cfg.api_key or os.environ.get("SYVLA_API_KEY", ""),
                        episode_secret=cfg.episode_secret or os.environ.get("SYVLA_EPISODE_SECRET", ""),
                        max_batch_size=cfg.max_batch_size, batch_wait_timeout_s=cfg.batch_wait_timeout_s,
-                       undo_window_s=cfg.undo_window_s)
+                       undo_window_s=cfg.undo_window_s, vlm_every=cfg.vlm_every)
 
 
 def serve_policy(cfg: ServeRunConfig, server: ServeConfig, timeout_s: float = 600.0) -> str:

@@ -24,7 +24,8 @@ Record kinds (all carry `kind`, `episode_id`, `time` in Unix seconds):
   ({camera: PNG/JPEG bytes or uint8 array}), `state` (float32 array),
   `actions` (float32 [chunk, action_dim] array), `cot`, `think`, `seed`; a real-time chunking request
   also `prefix_actions` (float32 [n, action_dim], the committed prefix it was inpainted to) and
-  `prefix_delay` (the steps of it that ran before the answer)
+  `prefix_delay` (the steps of it that ran before the answer); with `vlm_every` > 1, `vlm_call` (the
+  episode's act call whose VLM forward produced the Feature Query States this step used)
 - `reward`: `reward` (0/1, or null: a label withdrawn by the operator's undo); when several arrive
   for one episode the last wins. Optional `source` ("api", "operator") and `undo_until` (Unix
   seconds): until then the operator may still withdraw it, so RL does not take it before.
@@ -337,7 +338,7 @@ def decode_record(record: dict) -> dict:
 def step_record(episode_id: str, step: int | None, policy_version: int, embodiment: str, instruction: str,
                 images: dict, state: np.ndarray, actions: np.ndarray, cot: str | None, think: bool,
                 seed: int | None, now: float | None = None, prefix_actions: np.ndarray | None = None,
-                prefix_delay: int = 0) -> dict[str, Any]:
+                prefix_delay: int = 0, vlm_call: int | None = None) -> dict[str, Any]:
     """A `step` record; `images` are the camera payloads as the robot sent them (bytes or array dicts).
     A real-time chunking request also records its committed prefix and delay (so RL knows what ran)."""
     record = {"kind": KIND_STEP, "episode_id": episode_id, "step": step, "time": time.time() if now is None else now,
@@ -347,4 +348,6 @@ def step_record(episode_id: str, step: int | None, policy_version: int, embodime
     if prefix_actions is not None:
         record["prefix_actions"] = protocol.pack_array(np.asarray(prefix_actions, np.float32))
         record["prefix_delay"] = int(prefix_delay)
+    if vlm_call is not None:
+        record["vlm_call"] = int(vlm_call)
     return record

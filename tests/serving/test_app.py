@@ -310,3 +310,30 @@ def test_replay_failure_refuses_acts_and_fails_health(tmp_path, debug_ckpts):
     assert err.value.status == 503 and "not recorded" in err.value.message  # never acknowledged unrecorded
     health = http.get("/healthz")
     assert health.status_code == 503 and "replay buffer failed" in health.json()["status"]
+
+
+def test_vlm_every_reuses_the_episodes_feature_query_states(tmp_path, debug_ckpts):
+    """vlm_every = 3: calls 0, 3, 6 run the VLM, the calls between reuse its states (answers say which call
+    produced them, and equal Policy.infer_batch given those states); a new instruction runs it at once."""
+    host, http = make_server(tmp_path, debug_ckpts[0], vlm_every=3)
+    policy = Policy.load(debug_ckpts[0])
+    with http:
+        c = client(http, "msgpack", api_key=None)
+        episode = c.start_episode()
+        got, cached = [], None
+        for i in range(7):
+            obs = make_obs(20 + i)
+            out = c.act(obs["images"], obs["state"], obs["instruction"], seed=i)
+            got.append(out.vlm_call)
+            full = {**obs, "embodiment": "metaworld", "seed": i}
+            if i % 3 == 0:
+                cached = policy.infer_batch([full], states=[None])[0]["states"]
+            expected = policy.infer_batch([full], states=[cached])[0]["actions"]
+            np.testing.assert_allclose(out.actions, expected, rtol=1e-5, atol=1e-6)
+        assert got == [0, 0, 0, 3, 3, 3, 6]
+        obs = make_obs(40)
+        assert c.act(obs["images"], obs["state"], "a different task", seed=0).vlm_call == 7
+        steps = rb.ReplayReader(host.config.replay_dir).episodes()[episode].steps
+        assert [s["vlm_call"] for s in steps] == [0, 0, 0, 3, 3, 3, 6, 7]
+    with pytest.raises(ValueError, match="vlm_every"):
+        ServeConfig(checkpoint="x", vlm_every=0)

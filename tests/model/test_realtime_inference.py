@@ -105,3 +105,24 @@ def test_hard_inpainting_ends_exactly_on_the_prefix():
     weights = flow.rtc_weights(8, 6, 3).view(1, 8, 1).expand(1, 8, 4).clone()
     out = flow.sample_guided(lambda x, t: torch.tanh(lin(x)), noise, 10, target, weights, hard=weights >= 1)
     assert torch.allclose(out[:, :3], target[:, :3], atol=1e-6) and not torch.allclose(out[:, 3:], target[:, 3:])
+
+
+def test_reused_feature_query_states_skip_the_vlm_and_match_a_fresh_call(policy, monkeypatch):
+    obs = _obs(seed=2)
+    fresh = policy.infer_batch([obs], states=[None])[0]
+    np.testing.assert_array_equal(fresh["actions"], policy.infer(obs)["actions"])
+    model = policy._loaded.model
+
+    def no_vlm(*a, **k):
+        raise AssertionError("the VLM ran although the states were given")
+
+    monkeypatch.setattr(model, "query_states", no_vlm)
+    monkeypatch.setattr(model, "vlm_hidden", no_vlm)
+    again = policy.infer_batch([obs], states=[fresh["states"]])[0]
+    np.testing.assert_allclose(again["actions"], fresh["actions"], atol=1e-6)  # same images, same states
+    later = policy.infer_batch([_obs(seed=2, rng_seed=5)], states=[fresh["states"]])[0]
+    assert not np.allclose(later["actions"], fresh["actions"])  # the expert still sees the new frame
+    monkeypatch.undo()
+    mixed = policy.infer_batch([obs, _obs(seed=7, rng_seed=3)], states=[fresh["states"], None])
+    np.testing.assert_allclose(mixed[0]["actions"], fresh["actions"], atol=1e-5)
+    np.testing.assert_allclose(mixed[1]["actions"], policy.infer(_obs(seed=7, rng_seed=3))["actions"], atol=1e-5)

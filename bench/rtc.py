@@ -36,7 +36,7 @@ log, run = pipeline_steps("rtc")
 
 
 def episode(policy, task: str, seed: int, mode: str, delay_s: float, hz: float, execute_steps: int,
-            max_steps: int, noise_seed: int) -> dict:
+            max_steps: int, noise_seed: int, soft_steps: int | None = None) -> dict:
     import numpy as np
 
     from syvla.realtime import LatencyTracker, RealtimeController
@@ -65,7 +65,8 @@ def episode(policy, task: str, seed: int, mode: str, delay_s: float, hz: float, 
 
         ctl = RealtimeController(request, observe=robot.observation, execute=execute, control_hz=hz,
                                  execute_steps=execute_steps, mode=mode, late="hold",
-                                 hold_action=mw.hold_still_action, tracker=LatencyTracker(initial_s=delay_s + 0.05))
+                                 hold_action=mw.hold_still_action, tracker=LatencyTracker(initial_s=delay_s + 0.05),
+                                 soft_steps=soft_steps)
         stats = ctl.run(max_steps, stop=lambda: robot.done)
         ctl.close()
         steps = [np.abs(np.diff(c, axis=0)).max(axis=1) for c in chunks]
@@ -94,6 +95,8 @@ def main(argv=None) -> int:
     p.add_argument("--execute_steps", type=int, default=10, help="actions of a chunk before the next request")
     p.add_argument("--max_steps", type=int, default=300)
     p.add_argument("--control_hz", type=float, default=80.0, help="Meta-World's own rate (12.5 ms per step)")
+    p.add_argument("--soft_steps", type=int, default=-1, help="rtc: the prefix sent is the expected delay plus this "
+                                                               "many actions (-1 = the whole rest of the chunk)")
     p.add_argument("--json", default="", help="write every episode's figures here")
     args = p.parse_args(argv)
     if 200.0 not in args.delays_ms or not {"naive", "rtc"} <= set(args.modes):
@@ -114,7 +117,8 @@ def main(argv=None) -> int:
     for delay in args.delays_ms:
         for mode in args.modes:
             eps = [episode(policy, args.task, EVAL_SEED + k, mode, delay / 1e3, args.control_hz, args.execute_steps,
-                           args.max_steps, noise_seed=1000 * k) for k in range(args.episodes)]
+                           args.max_steps, noise_seed=1000 * k,
+                           soft_steps=None if args.soft_steps < 0 else args.soft_steps) for k in range(args.episodes)]
             seams = np.concatenate([e["seams"] for e in eps if e["seams"]] or [np.zeros(0)])
             gaps = np.concatenate([e["plan_gaps"] for e in eps if e["plan_gaps"]] or [np.zeros(0)])
             within = float(np.mean([e["within_p95"] for e in eps]))

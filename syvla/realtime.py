@@ -77,9 +77,11 @@ class RealtimeController:
                  execute: Callable[[np.ndarray], Any], control_hz: float, execute_steps: int, mode: str = "rtc",
                  late: str = "hold", hold_action: Callable[[np.ndarray], np.ndarray] | None = None,
                  tracker: LatencyTracker | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, soft_steps: int | None = None):
         """`request(obs, prefix, delay)` -> the new chunk [H, action_dim] (prefix None in "naive"/"sync" mode);
-        `observe()` -> the robot's observation now; `execute(action)` runs one control step."""
+        `observe()` -> the robot's observation now; `execute(action)` runs one control step.
+        `soft_steps`: the prefix sent is the expected delay plus this many more actions of the current chunk
+        (the soft-masked part the new chunk leans toward); None sends all of the rest (Black et al.)."""
         if mode not in MODES:
             raise ValueError(f"RealtimeController.mode must be one of {MODES}, got {mode!r}")
         if late not in LATE_POLICIES:
@@ -91,6 +93,9 @@ class RealtimeController:
         self.hold_action = hold_action or (lambda last: last)
         self.tracker = tracker or LatencyTracker()
         self.clock, self.sleep = clock, sleep
+        if soft_steps is not None and soft_steps < 0:
+            raise ValueError(f"RealtimeController.soft_steps must be >= 0 or None, got {soft_steps}")
+        self.soft_steps = soft_steps
         self.stats = ControllerStats()
         self._queue: collections.deque = collections.deque()
         self._since_chunk = 0
@@ -99,8 +104,10 @@ class RealtimeController:
 
     # ---- requests ------------------------------------------------------------------------------
     def _start_request(self) -> None:
-        prefix = np.asarray(list(self._queue), np.float32) if (self.mode == "rtc" and self._queue) else None
         planned = self.tracker.expected_steps(self.hz)
+        prefix = np.asarray(list(self._queue), np.float32) if (self.mode == "rtc" and self._queue) else None
+        if prefix is not None and self.soft_steps is not None:
+            prefix = prefix[: planned + self.soft_steps]
         delay = 0 if prefix is None else min(planned, len(prefix))
         obs = self.observe()
         job = {"result": None, "error": None, "t0": self.clock(), "step0": self.stats.steps, "planned": planned}

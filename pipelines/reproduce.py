@@ -319,7 +319,9 @@ def _plot(path: Path, rows, results: dict, xlabel: str, xs, title: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel("success")
     ax.set_ylim(0, 1.05)
-    ax.set_title(title, fontsize=9)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=7)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -343,8 +345,10 @@ def write_page(cfg: ReproduceConfig, page: Path, results: dict, command: str, wo
              f"Think-Before-Act at inference: {'on' if s.think else 'off'} for rows trained with CoT.  ",
              f"Page written {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes')} at commit "
              f"{git_commit()}; each table names the commits its cells ran at.", "",
-             "Verdicts compare a row with its reference row pair by pair (exact McNemar test, p < 0.05): the "
-             "paper's direction (lower / level / higher) agrees, disagrees, or is inconclusive at this scale.", ""]
+             "The paper's figures are its own (Tables 2-6: a real robot's long-horizon task, the paper-size model); "
+             "ours are Meta-World with the debug model, so only directions compare. Verdicts compare a row with its "
+             "reference row pair by pair (exact McNemar test, p < 0.05): the paper's direction (lower / level / "
+             "higher) agrees, disagrees, or is inconclusive at this scale.", ""]
     if cfg.scale == "tiny":
         lines += ["**Tiny scale: these numbers are not evidence; the run checks the machinery.**", ""]
     for table in [t for t in R.TABLES if t in cfg.table_list]:  # the paper's order, whatever order ran
@@ -365,11 +369,13 @@ def write_page(cfg: ReproduceConfig, page: Path, results: dict, command: str, wo
         if table == "4":
             lines += ["", "Each tau is a fine-tuning run from the shared pretraining, evaluated without RL (the paper's "
                       "table comes from its full pipeline)."]
-            _plot(plots / f"{cfg.scale}-tau.png", rows, results, "tau (%)", [100 * t for t in s.taus], command)
+            _plot(plots / f"{cfg.scale}-tau.png", rows, results, "tau (%)", [100 * t for t in s.taus],
+                  f"{command} (cells at commit {_commits(results, keys)})")
             lines += ["", f"![success vs tau](results/{cfg.scale}-tau.png)"]
         if table == "5":
             lines += ["", "Each N is its own pretraining and fine-tuning (N changes the architecture), without RL."]
-            _plot(plots / f"{cfg.scale}-n.png", rows, results, "Feature Query Tokens N", list(s.query_tokens), command)
+            _plot(plots / f"{cfg.scale}-n.png", rows, results, "Feature Query Tokens N", list(s.query_tokens),
+                  f"{command} (cells at commit {_commits(results, keys)})")
             lines += ["", f"![success vs N](results/{cfg.scale}-n.png)"]
         if table == "vqa":
             lines += _vqa_notes(results, work)

@@ -80,7 +80,7 @@ class Row:
 def table_rows(table: str, scale: Scale) -> list[Row]:
     if table == "3":
         return [Row("t3-full", "SyVLA (all)", 0.86, ""),
-                Row("t3-no-cot", "w/o CoT", 0.79, "lower"),
+                Row("t3-no-cot", "w/o CoT (and w/o Intention Decoupling, as the paper's)", 0.79, "lower"),
                 Row("t3-no-id", "w/o Intention Decoupling", 0.43, "lower"),
                 Row("t3-no-rl", "w/o RL (more imitation)", 0.71, "lower"),
                 Row("t3-no-expert", "w/o Expert Dataset", 0.21, "lower"),

@@ -42,6 +42,9 @@ def act_seed(noise_seed: int, step: int) -> int:
     return int(noise_seed) * _NOISE_STRIDE + int(step)
 
 
+REALTIME_MODES = ("off", "sync", "naive", "rtc")
+
+
 @dataclasses.dataclass(frozen=True)
 class EpisodeConfig:
     """Closed-loop Meta-World episodes: which tasks and layouts, how long, how chunks are executed."""
@@ -53,9 +56,20 @@ class EpisodeConfig:
     execute_steps: int = field(10, "actions executed per chunk before the policy is asked again; 0 = the whole chunk")
     image_size: int = field(64, "camera pixels, square (collect_sim renders training demos at 64 by default)")
     think: bool = field(False, "ask for chain of thought before each chunk")
+    realtime: str = field("off", "off: execute_steps actions, then ask again (the world waits); sync, naive or "
+                                 "rtc: syvla.realtime.RealtimeController at control_hz in real time (rtc sends the "
+                                 "committed prefix and delay, docs/serving.md#real-time-chunking)")
+    control_hz: float = field(mw.CONTROL_HZ, "realtime: control steps per second")
+    delay_ms: float = field(0.0, "realtime: network delay added to every act call (simulated)")
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
+        if self.realtime not in REALTIME_MODES:
+            raise ValueError(f"EpisodeConfig.realtime must be one of {REALTIME_MODES}, got {self.realtime!r}")
+        if self.control_hz <= 0 or self.delay_ms < 0:
+            raise ValueError("EpisodeConfig.control_hz must be > 0 and delay_ms >= 0")
+        if self.realtime != "off" and self.execute_steps == 0:
+            raise ValueError("EpisodeConfig.realtime needs execute_steps >= 1 (actions before the next request)")
         if not self.tasks:
             raise ValueError("EpisodeConfig.tasks must name at least one task")
         unknown = [t for t in self.tasks if t not in mw.TASK_INSTRUCTIONS]
@@ -101,8 +115,10 @@ class EpisodePolicy(Protocol):
     def start(self, instruction: str) -> str | None:
         """Begin an episode; returns its id when the policy side keeps one."""
 
-    def act(self, obs: dict, instruction: str, seed: int, think: bool) -> tuple[np.ndarray, int]:
-        """(action chunk float32 [chunk, 4] in env units, policy version) for obs {"images", "state"}."""
+    def act(self, obs: dict, instruction: str, seed: int, think: bool, prefix=None, delay: int = 0
+            ) -> tuple[np.ndarray, int]:
+        """(action chunk float32 [chunk, 4] in env units, policy version) for obs {"images", "state"};
+        `prefix`/`delay`: real-time chunking's committed prefix and expected delay (None: a plain request)."""
 
     def finish(self, success: bool) -> None:
         """End a (not aborted) episode with its 0/1 outcome."""
@@ -117,9 +133,11 @@ class LocalPolicy:
     def start(self, instruction: str) -> None:
         return None
 
-    def act(self, obs: dict, instruction: str, seed: int, think: bool) -> tuple[np.ndarray, int]:
+    def act(self, obs: dict, instruction: str, seed: int, think: bool, prefix=None, delay: int = 0
+            ) -> tuple[np.ndarray, int]:
         out = self.policy.infer({"embodiment": self.embodiment, "images": obs["images"], "state": obs["state"],
-                                 "instruction": instruction, "seed": seed, "think": think})
+                                 "instruction": instruction, "seed": seed, "think": think,
+                                 "prefix_actions": prefix, "prefix_delay": delay})
         return out["actions"], out["policy_version"]
 
     def finish(self, success: bool) -> None:
@@ -135,11 +153,13 @@ class ServedPolicy:
     def start(self, instruction: str) -> str:
         return self.client.start_episode(instruction=instruction)
 
-    def act(self, obs: dict, instruction: str, seed: int, think: bool) -> tuple[np.ndarray, int]:
+    def act(self, obs: dict, instruction: str, seed: int, think: bool, prefix=None, delay: int = 0
+            ) -> tuple[np.ndarray, int]:
         from syvla.client import PolicyServerError
 
         try:
-            out = self.client.act(obs["images"], obs["state"], instruction, think=think, seed=seed)
+            out = self.client.act(obs["images"], obs["state"], instruction, think=think, seed=seed,
+                                  prefix_actions=prefix, prefix_delay=delay)
         except PolicyServerError as err:
             if err.status != 409:
                 raise
@@ -162,6 +182,9 @@ def run_episode(policy: EpisodePolicy, robot, task: str, seed: int, cfg: Episode
     instruction = robot.instruction
     episode_id = policy.start(instruction)
     latencies, versions, done, success, aborted = [], set(), False, False, None
+    if cfg.realtime != "off":
+        latencies, versions, aborted = _run_realtime(policy, robot, instruction, noise_seed, cfg)
+        success, done = robot.success, True
     while not done:
         t0 = time.perf_counter()
         try:
@@ -178,6 +201,33 @@ def run_episode(policy: EpisodePolicy, robot, task: str, seed: int, cfg: Episode
     return EpisodeResult(task=task, seed=int(seed), noise_seed=int(noise_seed), success=bool(success),
                          steps=robot.steps, chunks=len(latencies), closest=getattr(robot, "closest", None),
                          episode_id=episode_id, policy_versions=sorted(versions), act_ms=latencies, aborted=aborted)
+
+
+def _run_realtime(policy: EpisodePolicy, robot, instruction: str, noise_seed: int, cfg: EpisodeConfig):
+    """The episode under syvla.realtime.RealtimeController: (act latencies in ms, versions, abort reason)."""
+    from syvla.realtime import LatencyTracker, RealtimeController
+
+    versions, calls = set(), [0]
+
+    def request(obs, prefix, delay):
+        chunk, version = policy.act(obs, instruction, act_seed(noise_seed, calls[0]), cfg.think, prefix, delay)
+        calls[0] += 1
+        if version is not None:
+            versions.add(int(version))
+        time.sleep(cfg.delay_ms / 1e3)
+        return chunk
+
+    ctl = RealtimeController(request, observe=robot.observation, execute=robot.step, control_hz=cfg.control_hz,
+                             execute_steps=cfg.execute_steps, mode=cfg.realtime, late="hold",
+                             hold_action=mw.hold_still_action,
+                             tracker=LatencyTracker(initial_s=cfg.delay_ms / 1e3 + 0.05))
+    try:
+        stats = ctl.run(cfg.max_steps, stop=lambda: robot.done)
+    except EpisodeAborted as err:
+        return [], versions, str(err)
+    finally:
+        ctl.close()
+    return [1e3 * s for s in stats.latencies_s], versions, None
 
 
 def run_episodes(policy: EpisodePolicy, cfg: EpisodeConfig, jobs: Sequence[tuple[str, int]],

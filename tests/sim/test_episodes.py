@@ -69,3 +69,39 @@ def test_noise_seed_and_aborted_episode():
     assert gone.aborted == "version retired" and gone.chunks == 0 and gone_policy.finished == []
     summary = summarize([paired, gone])
     assert (summary["episodes"], summary["aborted"]) == (1, 1)
+
+
+class RecordingPolicy(StubPolicy):
+    """StubPolicy that also takes real-time chunking's prefix and delay, and records them."""
+
+    def __init__(self):
+        super().__init__()
+        self.prefixes = []
+
+    def act(self, obs, instruction, seed, think, prefix=None, delay=0):
+        self.prefixes.append((None if prefix is None else len(prefix), delay))
+        return super().act(obs, instruction, seed, think)
+
+
+@pytest.mark.parametrize("mode", ["rtc", "naive", "sync"])
+def test_realtime_episode_runs_at_the_control_rate_with_the_mode_s_requests(mode):
+    import time
+
+    from syvla.sim.robot import SimRobot
+
+    cfg = EpisodeConfig(tasks=("reach-v3",), episodes=1, max_steps=40, image_size=32, realtime=mode,
+                        control_hz=200.0, execute_steps=10)
+    policy = RecordingPolicy()
+    with SimRobot(image_size=32, max_steps=40) as robot:
+        t0 = time.monotonic()
+        ep = run_episode(policy, robot, "reach-v3", 7, cfg)
+        seconds = time.monotonic() - t0
+    assert ep.steps == 40 and not ep.success and ep.chunks >= 3 and policy.finished == [False]
+    assert seconds > 40 / 200.0 * 0.9  # real time at the control rate
+    sent = policy.prefixes[1:]  # the first request has no chunk to continue
+    if mode == "rtc":
+        assert all(n is not None and n > 0 for n, _ in sent)
+    else:
+        assert all(n is None and d == 0 for n, d in sent)
+    with pytest.raises(ValueError, match="realtime"):
+        EpisodeConfig(realtime="fast")

@@ -54,6 +54,7 @@ def test_config_errors_before_anything_runs(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # 20 cells, 6 of them RL runs with Serve: ~8 min on 2 idle cores
 def test_tiny_matrix_runs_every_table_resumes_and_writes_the_page(tmp_path):
     work = tmp_path / "w"
     argv = [sys.executable, "pipelines/reproduce.py", "--scale", "tiny", "--tables", "3,4,5,6,vqa", "--work", str(work)]

@@ -250,7 +250,7 @@ def cells(runs: Runs, tables: list[str]) -> list[tuple[str, str, object]]:
     }
     out = []
     for t in tables:
-        order = [r.key for r in R.table_rows(t, s)]
+        order = [r.key for r in R.table_rows(t, s) if r.key not in s.skip]
         out += [(key, t, by_table[t][key]) for key in order]
     return out
 
@@ -364,7 +364,7 @@ def write_page(cfg: ReproduceConfig, page: Path, results: dict, command: str, wo
         if table == "6":
             lines += _seed_table(rows, results, s)
         else:
-            lines += _compare_table(table, rows, results)
+            lines += _compare_table(table, rows, results, s.skip)
         if table == "3":
             lines += ["", "w/o RL continues imitation from the fine-tuned policy on as many new expert demos as RL "
                       "had rollouts. As in the paper, w/o CoT drops both Think-Before-Act and Intention Decoupling: "
@@ -391,7 +391,7 @@ def write_page(cfg: ReproduceConfig, page: Path, results: dict, command: str, wo
     tmp.replace(page)
 
 
-def _compare_table(table: str, rows, results: dict) -> list[str]:
+def _compare_table(table: str, rows, results: dict, skip=frozenset()) -> list[str]:
     unit = "accuracy" if table == "vqa" else "success"
     out = [f"| row | paper | ours ({unit}, 95% CI) | vs reference | verdict |", "|---|---|---|---|---|"]
     for r in rows:
@@ -401,8 +401,8 @@ def _compare_table(table: str, rows, results: dict) -> list[str]:
         vs = (f"{100 * cmp_['difference']:+.0f} points vs {ref_key} ({cmp_['b_only']} better / {cmp_['a_only']} "
               f"worse)") if cmp_ else ("reference" if ref_key in (None, r.key) else "-")
         paper = "-" if r.paper is None else f"{r.paper:.2f}"
-        out.append(f"| {r.label} | {paper} | {R.fmt_rate(cell['result']['success'] if cell else None)} | {vs} | "
-                   f"{R.verdict(r.direction, cmp_) or '-'} |")
+        ours = "not run at this scale" if r.key in skip else R.fmt_rate(cell["result"]["success"] if cell else None)
+        out.append(f"| {r.label} | {paper} | {ours} | {vs} | {R.verdict(r.direction, cmp_) or '-'} |")
     return out
 
 

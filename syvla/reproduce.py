@@ -42,6 +42,7 @@ class Scale:
     think: bool = True  # Think-Before-Act at inference for the rows trained with CoT
     small: tuple[str, ...] = ()  # extra training flags (tiny sizes)
     rl_small: tuple[str, ...] = ()  # extra pipelines/rl.py flags (tiny sizes)
+    skip: frozenset = frozenset()  # cells this scale does not run (the page says so)
     note: str = ""
 
 
@@ -55,6 +56,9 @@ SCALES = {
                          "--scale.num_workers", "1"),
                   rl_small=("--update_steps", "2", "--minibatch_size", "8", "--value_warmup_steps", "4",
                             "--value_steps", "2"),
+                  # Two RL rows check the RL cells (and their resume); the other RL ablations are the same
+                  # cell with other rl.py flags, tested in tests/rl, and run at the cpu and gpu scales.
+                  skip=frozenset({"t3-no-id", "t3-no-expert", "t3-no-similar", "t3-std-adv"}),
                   note="toy sizes: checks the machinery (cells, resume, page); its numbers are not evidence"),
     "cpu": Scale("push-v3", demos=20, pretrain_steps=600, finetune_steps=400, rl_episodes=10, rollouts=20,
                  retriever_steps=2000, control_steps=200, eval_episodes=50, taus=TAUS, query_tokens=QUERY_TOKENS,

@@ -51,6 +51,7 @@ class ReproduceConfig:
     page: str = field("", "the results page ('' = <work>/results.md); plots go to <page folder>/results/")
     max_cells: int = field(0, "stop after this many cells ran in this invocation (0 = all); re-run to go on")
     port: int = field(8020, "HTTP port of the RL runs' Serve endpoint")
+    page_only: bool = field(False, "rewrite the page from the finished cells in <work>/cells and run nothing")
 
     def __post_init__(self):
         if self.scale not in R.SCALES:
@@ -461,6 +462,11 @@ def main(argv=None) -> int:
     def log(line: str) -> None:
         print(f"[reproduce] {line}", flush=True)
 
+    if cfg.page_only:
+        done = {p.stem: json.loads(p.read_text()) for p in sorted((work / "cells").glob("*.json"))}
+        write_page(cfg, page, done, command.replace(" --page_only true", ""), work)
+        log(f"page {page} rewritten from {len(done)} finished cells; nothing ran")
+        return 0
     work.mkdir(parents=True, exist_ok=True)
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)
     runs = Runs(cfg, work, log)

@@ -97,3 +97,21 @@ def test_tiny_matrix_runs_every_table_resumes_and_writes_the_page(tmp_path):
     assert "python pipelines/reproduce.py --scale tiny" in page
     assert (work / "results" / "tiny-tau.png").stat().st_size > 1000
     assert (work / "results" / "tiny-n.png").stat().st_size > 1000
+
+
+def test_page_only_rewrites_the_page_from_finished_cells(tmp_path):
+    """The cpu run's committed cells (docs/results/reproduce-cpu) make the page again, without Ray or training."""
+    import shutil
+
+    cells = tmp_path / "w" / "cells"
+    cells.mkdir(parents=True)
+    for p in (ROOT / "docs" / "results" / "reproduce-cpu").glob("t4-*.json"):
+        shutil.copy(p, cells / p.name)
+    page = tmp_path / "page.md"
+    out = subprocess.run([sys.executable, "pipelines/reproduce.py", "--scale", "cpu", "--tables", "4", "--work",
+                          str(tmp_path / "w"), "--page", str(page), "--page_only", "true"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = page.read_text()
+    assert "## Table 4" in text and "36/50 = 72%" in text and "| not run |" not in text
+    assert (tmp_path / "results" / "cpu-tau.png").exists()

@@ -96,7 +96,7 @@ def test_realtime_episode_runs_at_the_control_rate_with_the_mode_s_requests(mode
         t0 = time.monotonic()
         ep = run_episode(policy, robot, "reach-v3", 7, cfg)
         seconds = time.monotonic() - t0
-    assert ep.steps == 40 and not ep.success and ep.chunks >= 3 and policy.finished == [False]
+    assert ep.steps == 40 and not ep.success and ep.chunks >= 2 and policy.finished == [False]
     assert seconds > 40 / 200.0 * 0.9  # real time at the control rate
     sent = policy.prefixes[1:]  # the first request has no chunk to continue
     if mode == "rtc":

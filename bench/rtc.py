@@ -36,39 +36,20 @@ log, run = pipeline_steps("rtc")
 
 
 def episode(policy, task: str, seed: int, mode: str, delay_s: float, hz: float, execute_steps: int,
-            max_steps: int, noise_seed: int, soft_steps: int | None = None) -> dict:
+            max_steps: int, soft_steps: int | None = None) -> dict:
+    """One held-out episode through syvla.sim.episodes.run_realtime (the simulated robots' real-time runner),
+    with the seam figures read from the controller's stats."""
     import numpy as np
 
-    from syvla.realtime import LatencyTracker, RealtimeController
-    from syvla.sim import metaworld as mw
+    from syvla.sim.episodes import EpisodeConfig, LocalPolicy, run_realtime
     from syvla.sim.robot import SimRobot
 
-    chunks = []
+    cfg = EpisodeConfig(tasks=(task,), episodes=1, max_steps=max_steps, execute_steps=execute_steps, image_size=64,
+                        realtime=mode, control_hz=hz, delay_ms=1e3 * delay_s)
     with SimRobot(image_size=64, max_steps=max_steps) as robot:
         robot.reset(task, seed)
-        calls = [0]
-
-        def request(obs, prefix, delay):
-            out = policy.infer({"embodiment": mw.DATASET_NAME, "images": obs["images"], "state": obs["state"],
-                                "instruction": mw.instruction(task), "seed": noise_seed + calls[0],
-                                "prefix_actions": prefix, "prefix_delay": delay})["actions"]
-            calls[0] += 1
-            time.sleep(delay_s)  # the network, both ways
-            chunks.append(out)
-            return out
-
-        executed = []
-
-        def execute(action):
-            executed.append(np.asarray(action, np.float32))
-            return robot.step(action)
-
-        ctl = RealtimeController(request, observe=robot.observation, execute=execute, control_hz=hz,
-                                 execute_steps=execute_steps, mode=mode, late="hold",
-                                 hold_action=mw.hold_still_action, tracker=LatencyTracker(initial_s=delay_s + 0.05),
-                                 soft_steps=soft_steps)
-        stats = ctl.run(max_steps, stop=lambda: robot.done)
-        ctl.close()
+        stats, _, _ = run_realtime(LocalPolicy(policy), robot, robot.instruction, seed, cfg, soft_steps=soft_steps)
+        chunks, executed = stats.chunks, stats.executed
         steps = [np.abs(np.diff(c, axis=0)).max(axis=1) for c in chunks]
         # The hand-off: the largest step of the executed actions from the switch through the last step the
         # new chunk took over from the committed prefix (naive and sync: the switch step alone).
@@ -117,8 +98,8 @@ def main(argv=None) -> int:
     for delay in args.delays_ms:
         for mode in args.modes:
             eps = [episode(policy, args.task, EVAL_SEED + k, mode, delay / 1e3, args.control_hz, args.execute_steps,
-                           args.max_steps, noise_seed=1000 * k,
-                           soft_steps=None if args.soft_steps < 0 else args.soft_steps) for k in range(args.episodes)]
+                           args.max_steps, soft_steps=None if args.soft_steps < 0 else args.soft_steps)
+                   for k in range(args.episodes)]
             seams = np.concatenate([e["seams"] for e in eps if e["seams"]] or [np.zeros(0)])
             gaps = np.concatenate([e["plan_gaps"] for e in eps if e["plan_gaps"]] or [np.zeros(0)])
             within = float(np.mean([e["within_p95"] for e in eps]))

@@ -70,6 +70,8 @@ class ControllerStats:
     delays_seen: list = dataclasses.field(default_factory=list)  # steps that actually passed
     switches: list = dataclasses.field(default_factory=list)  # (step of the switch, delay planned, steps passed)
     tick_lateness_s: list = dataclasses.field(default_factory=list)  # how late each step ran vs its slot
+    chunks: list = dataclasses.field(default_factory=list)  # every chunk received, whole
+    executed: list = dataclasses.field(default_factory=list)  # every action executed, in order
 
 
 class RealtimeController:
@@ -131,6 +133,7 @@ class RealtimeController:
         if job["error"] is not None:
             raise job["error"]
         chunk = job["result"]
+        self.stats.chunks.append(chunk)
         elapsed = self.stats.steps - job["step0"]  # steps executed from the old chunk meanwhile
         if job["step0"] > 0 or self.stats.requests > 1:  # the first, blocking request warms the server up
             self.tracker.add(job["t1"] - job["t0"])
@@ -179,6 +182,7 @@ class RealtimeController:
             self.stats.tick_lateness_s.append(max(0.0, self.clock() - next_tick))
             self.execute(action)
             self._last = np.asarray(action, np.float32)
+            self.stats.executed.append(self._last)
             self._since_chunk += 1
             self.stats.steps += 1
             next_tick += period

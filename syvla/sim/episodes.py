@@ -183,7 +183,8 @@ def run_episode(policy: EpisodePolicy, robot, task: str, seed: int, cfg: Episode
     episode_id = policy.start(instruction)
     latencies, versions, done, success, aborted = [], set(), False, False, None
     if cfg.realtime != "off":
-        latencies, versions, aborted = _run_realtime(policy, robot, instruction, noise_seed, cfg)
+        stats, versions, aborted = run_realtime(policy, robot, instruction, noise_seed, cfg)
+        latencies = [1e3 * s for s in stats.latencies_s]
         success, done = robot.success, True
     while not done:
         t0 = time.perf_counter()
@@ -203,8 +204,10 @@ def run_episode(policy: EpisodePolicy, robot, task: str, seed: int, cfg: Episode
                          episode_id=episode_id, policy_versions=sorted(versions), act_ms=latencies, aborted=aborted)
 
 
-def _run_realtime(policy: EpisodePolicy, robot, instruction: str, noise_seed: int, cfg: EpisodeConfig):
-    """The episode under syvla.realtime.RealtimeController: (act latencies in ms, versions, abort reason)."""
+def run_realtime(policy: EpisodePolicy, robot, instruction: str, noise_seed: int, cfg: EpisodeConfig,
+                 soft_steps: int | None = None):
+    """The rest of a reset robot's episode under syvla.realtime.RealtimeController (cfg.realtime's mode):
+    (the controller's stats, policy versions seen, abort reason or None). `soft_steps`: the controller's."""
     from syvla.realtime import LatencyTracker, RealtimeController
 
     versions, calls = set(), [0]
@@ -220,14 +223,14 @@ def _run_realtime(policy: EpisodePolicy, robot, instruction: str, noise_seed: in
     ctl = RealtimeController(request, observe=robot.observation, execute=robot.step, control_hz=cfg.control_hz,
                              execute_steps=cfg.execute_steps, mode=cfg.realtime, late="hold",
                              hold_action=mw.hold_still_action,
-                             tracker=LatencyTracker(initial_s=cfg.delay_ms / 1e3 + 0.05))
+                             tracker=LatencyTracker(initial_s=cfg.delay_ms / 1e3 + 0.05), soft_steps=soft_steps)
     try:
-        stats = ctl.run(cfg.max_steps, stop=lambda: robot.done)
+        ctl.run(cfg.max_steps, stop=lambda: robot.done)
     except EpisodeAborted as err:
-        return [], versions, str(err)
+        return ctl.stats, versions, str(err)
     finally:
         ctl.close()
-    return [1e3 * s for s in stats.latencies_s], versions, None
+    return ctl.stats, versions, None
 
 
 def run_episodes(policy: EpisodePolicy, cfg: EpisodeConfig, jobs: Sequence[tuple[str, int]],

@@ -356,9 +356,10 @@ _ACT_FIELDS = {"episode_id", "embodiment", "images", "state", "instruction", "th
                "prefix_actions", "prefix_delay"}
 
 
-def parse_prefix(obj: Mapping, action_dim: int, max_len: int) -> tuple[np.ndarray | None, int]:
+def parse_prefix(obj: Mapping, action_dim: int) -> tuple[np.ndarray | None, int]:
     """Real-time chunking fields of an act body: `prefix_actions` (rows of `action_dim` numbers or a packed
-    float32 array, at most `max_len` rows, finite) and `prefix_delay` (an int in 0..rows; needs the prefix)."""
+    float32 array, finite; its bound, the chunk length, is Policy.validate's) and `prefix_delay` (an int in
+    0..rows; needs the prefix)."""
     value, delay = obj.get("prefix_actions"), obj.get("prefix_delay", 0)
     if value is None:
         if delay not in (0, None):
@@ -372,8 +373,8 @@ def parse_prefix(obj: Mapping, action_dim: int, max_len: int) -> tuple[np.ndarra
                 arr = np.asarray(value, dtype=np.float64).astype(np.float32)
         except (TypeError, ValueError):
             raise ProtocolError(422, "prefix_actions", "must be a list of action rows (numbers)") from None
-    if arr.ndim != 2 or not 1 <= arr.shape[0] <= max_len or arr.shape[1] != action_dim:
-        raise ProtocolError(422, "prefix_actions", f"shape must be [1..{max_len}, {action_dim}], got {list(arr.shape)}")
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != action_dim:
+        raise ProtocolError(422, "prefix_actions", f"shape must be [n >= 1, {action_dim}], got {list(arr.shape)}")
     if not np.all(np.isfinite(arr)):
         raise ProtocolError(422, "prefix_actions", "must be finite (NaN/inf, or too large for float32)")
     if not (_is_int(delay) and 0 <= delay <= arr.shape[0]):
@@ -436,7 +437,7 @@ def parse_act_request(obj: Any, embodiments: Mapping[str, Mapping] | Callable[[i
                 or not 0 < deadline <= limits.max_deadline_ms:
             raise ProtocolError(422, "deadline_ms", f"must be a number in (0, {limits.max_deadline_ms}]")
         deadline = float(deadline)
-    prefix, delay = parse_prefix(obj, int(spec["action_dim"]), int(spec.get("chunk_len", 1 << 16)))
+    prefix, delay = parse_prefix(obj, int(spec["action_dim"]))
     return ActRequest(episode_id=obj["episode_id"], policy_version=version, embodiment=embodiment, images=images,
                       state=state, instruction=instruction, think=think, seed=seed, step=step,
                       deadline_ms=deadline, raw_images=raw_images, prefix_actions=prefix, prefix_delay=delay)

@@ -107,7 +107,8 @@ def test_stalled_uploads_do_not_block_health_through_serve(app):
     finally:
         for s in socks:
             s.close()
-    assert max(times) < 1.0, times
+    # Blocked, a health check would wait out body_timeout_s (10 s); a loaded 2-core machine can take a second.
+    assert max(times) < 3.0, times
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

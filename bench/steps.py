@@ -32,13 +32,15 @@ def pipeline_steps(name: str):
 
 
 def build_finetuned(run, work: Path, task: str, demos: int, pretrain_steps: int, finetune_steps: int,
-                    small=(), raw: Path | None = None) -> Path:
+                    small=(), raw: Path | None = None, variant: str = "", flags=()) -> Path:
     """The debug policy the RL and real-time benches start from, built once under `work` (skipped when it
-    exists): `demos` scripted demos of `task`, pretraining, then fine-tuning on the task."""
+    exists): `demos` scripted demos of `task`, pretraining, then fine-tuning on the task. `variant` names
+    another fine-tuning of the same pretraining with extra finetune.py `flags`."""
     from syvla.model.checkpoint import is_checkpoint_dir
 
     raw = raw or work / "raw"
-    base, pretrained = work / "finetuned" / f"rl-gain-{task}", work / "pretrained"
+    base = work / "finetuned" / (f"rl-gain-{task}" + (f"-{variant}" if variant else ""))
+    pretrained = work / "pretrained"
     if not is_checkpoint_dir(pretrained):
         run("pipelines/pretrain.py", "--name", "rl-gain-pretrain", "--storage_path", str(work / "runs"),
             "--demos.collect", "true", "--demos.raw", str(raw), "--demos.tasks", task,
@@ -48,5 +50,5 @@ def build_finetuned(run, work: Path, task: str, demos: int, pretrain_steps: int,
         run("pipelines/finetune.py", "--init_from", str(pretrained), "--data.path", str(work / "prepared"),
             "--data.tasks", task, "--per_task", "false", "--name", base.name,
             "--storage_path", str(work / "runs"), "--out_dir", str(base.parent),
-            "--max_steps", str(finetune_steps), *small)
+            "--max_steps", str(finetune_steps), *small, *flags)
     return base

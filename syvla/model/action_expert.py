@@ -58,10 +58,10 @@ def _mlp(i: int, h: int, o: int) -> nn.Sequential:
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 1000.0) -> torch.Tensor:
-    """Sinusoidal embedding of flow time t [B] in [0, 1] -> [B, dim]."""
+    """Sinusoidal embedding of flow times t [...] in [0, 1] -> [..., dim]."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = (t.float() * 1000.0)[:, None] * freqs[None]
+    args = (t.float() * 1000.0)[..., None] * freqs
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
 
@@ -89,6 +89,10 @@ class ActionExpert(nn.Module):
         self.image_proj = nn.Linear(v.hidden_size, cfg.width)
         self.view_embed = nn.Parameter(torch.zeros(max_views, cfg.image_tokens_per_view, cfg.width))
         self.time_mlp = _mlp(cfg.width, cfg.width, cfg.width)
+        if cfg.step_times:  # training-time action conditioning: each action token also sees its own step's time
+            self.step_time = nn.Linear(cfg.width, cfg.width)
+            nn.init.zeros_(self.step_time.weight)  # zero: a checkpoint without it computes the same field
+            nn.init.zeros_(self.step_time.bias)
         self.chunk_pos = nn.Parameter(torch.zeros(cfg.chunk_len, cfg.width))
         self.io = nn.ModuleDict({e.name: EmbodimentIO(e, cfg.width) for e in embodiments})
         self.embodiment_names = [e.name for e in embodiments]
@@ -148,9 +152,18 @@ class ActionExpert(nn.Module):
 
     def velocity(self, prefix: torch.Tensor, prefix_mask: torch.Tensor, embodiment_ids: torch.Tensor,
                  x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Predicted velocity v(x_t, t | context, C): x_t [B, T, max_action_dim], t [B], cond C [B, n, W]."""
+        """Predicted velocity v(x_t, t | context, C): x_t [B, T, max_action_dim], cond C [B, n, W].
+
+        t [B], or [B, T] with a time per chunk step (expert.step_times: steps given clean have t = 0; the
+        time token then carries the latest time, that of the steps being sampled)."""
         b, steps, max_a = x_t.shape
         act_tok = self._route(embodiment_ids, x_t, "action_encoder", "action_dim", self.cfg.width) + self.chunk_pos[:steps]
+        if t.dim() == 2 and not self.cfg.step_times:
+            raise ValueError("per-step flow times [B, T] need an expert built with step_times")
+        if self.cfg.step_times:
+            t_steps = t if t.dim() == 2 else t[:, None].expand(b, steps)
+            act_tok = act_tok + self.step_time(timestep_embedding(t_steps, self.cfg.width).to(act_tok.dtype))
+            t = t_steps.amax(dim=1)
         t_tok = self.time_mlp(timestep_embedding(t, self.cfg.width).to(act_tok.dtype)).unsqueeze(1)
         x = torch.cat([prefix, t_tok, act_tok], dim=1)
         mask = torch.cat([prefix_mask, torch.ones(b, 1 + steps, dtype=torch.bool, device=x.device)], dim=1)

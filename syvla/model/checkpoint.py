@@ -130,11 +130,12 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu", c
 
     `config`: build the model from this config instead of the checkpoint's own, for fine-tuning
     (syvla.model.transfer.finetune_config derives it). Embodiments it adds get freshly initialised
-    encoder/decoders (seed torch first for a reproducible init); every other weight must load.
+    encoder/decoders (seed torch first for a reproducible init), a per-step time embedding it adds starts
+    at zero; every other weight must load.
     The returned statistics are the checkpoint's: the caller adds those of the new embodiments.
     """
     from syvla.model.syvla import SyVLA
-    from syvla.model.transfer import fit_state_dict, new_embodiment_prefixes
+    from syvla.model.transfer import fit_state_dict, fresh_prefixes
     from syvla.model.vlm import build_vlm, load_processor
 
     directory = _check_dir(directory)
@@ -146,7 +147,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu", c
     # (rotary frequencies, position ids) right. The paper preset pays one init on load.
     vlm, processor = build_vlm(cfg.vlm, vlm_config=vlm_cfg, processor=processor)
     model = SyVLA(_no_pretrained(cfg), vlm=vlm, processor=processor)
-    fresh = new_embodiment_prefixes(saved, cfg)
+    fresh = fresh_prefixes(saved, cfg)
     state = fit_state_dict(load_file(str(directory / WEIGHTS_FILE)), model.state_dict())
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not _tied(k, state) and not (fresh and k.startswith(fresh))]

@@ -110,6 +110,8 @@ class ActionExpertConfig:
     chunk_len: int = field(50, "action chunk length in control steps (App. A: 50)")
     image_tokens_per_view: int = field(4, "SigLIP patch tokens are pooled to this many per camera view")
     dropout: float = field(0.0, "dropout in the expert's attention and MLP")
+    step_times: bool = field(False, "a flow time per chunk step (a zero-initialized embedding on each action "
+                                    "token), needed by training-time action conditioning (flow.prefix_conditioning)")
     vision: VisionTowerConfig = field(default_factory=VisionTowerConfig, help="the expert's own SigLIP image tower")
 
     def __post_init__(self):
@@ -129,11 +131,18 @@ class FlowConfig:
     num_steps: int = field(10, "Euler steps from noise (t = 1) to actions (t = 0) at inference")
     time_power: float = field(1.5, "training t ~ Beta(time_power, 1) on [t_min, 1] (favours noisier t)")
     t_min: float = field(0.001, "smallest training time t")
+    prefix_conditioning: float = field(0.0, "training-time action conditioning: the fraction of robot samples "
+                                            "trained with their first d ~ U{1..max_prefix} steps given clean "
+                                            "(t = 0, no loss there), so real-time chunking can inpaint the committed "
+                                            "prefix exactly at inference; needs expert.step_times")
+    max_prefix: int = field(25, "the longest clean prefix drawn for prefix_conditioning, in chunk steps")
 
     def __post_init__(self):
-        _positive(self, "num_steps", "time_power")
+        _positive(self, "num_steps", "time_power", "max_prefix")
         if not 0.0 <= self.t_min < 1.0:
             raise ValueError(f"FlowConfig.t_min must be in [0, 1), got {self.t_min}")
+        if not 0.0 <= self.prefix_conditioning <= 1.0:
+            raise ValueError(f"FlowConfig.prefix_conditioning must be in [0, 1], got {self.prefix_conditioning}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +189,12 @@ class SyVLAConfig:
                              "(e.g. syvla.sim.metaworld.EMBODIMENT, or the prepared data's embodiments)")
         if len(set(names)) != len(names):
             raise ValueError(f"SyVLAConfig.embodiments must be non-empty with unique names, got {names}")
+        if self.flow.prefix_conditioning > 0 and not self.expert.step_times:
+            raise ValueError("SyVLAConfig.flow.prefix_conditioning > 0 needs expert.step_times true (the expert "
+                             "must take a flow time per chunk step to be given a clean prefix)")
+        if self.flow.prefix_conditioning > 0 and self.flow.max_prefix >= self.expert.chunk_len:
+            raise ValueError(f"SyVLAConfig.flow.max_prefix {self.flow.max_prefix} must be below expert.chunk_len "
+                             f"{self.expert.chunk_len} (some steps must be left to learn)")
 
     def embodiment(self, name: str) -> EmbodimentConfig:
         for e in self.embodiments:

@@ -80,7 +80,8 @@ class SyVLA(nn.Module):
 
     def per_sample_flow_losses(self, batch: Batch, tau: torch.Tensor, eps: torch.Tensor,
                                keep: torch.Tensor | None = None, decoupling: bool | None = None,
-                               hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                               hidden: torch.Tensor | None = None, prefix_len: torch.Tensor | None = None
+                               ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """CFM losses l[b, i] of each robot sample on its (time, noise) pairs: ([B_r, N] fp32, keep [B_r, n] or None).
 
         tau [B_r, N] flow times and eps [B_r, N, T, max_action_dim] noises (`flow.cfm_losses`; one pair
@@ -89,6 +90,8 @@ class SyVLA(nn.Module):
         stored mask; otherwise, when on (`decoupling`, default cfg.decoupling.enabled, and tau > 0), pass 1
         finds it from the gradient of the mean loss w.r.t. H only, and it is returned. keep is None when
         no mask was applied. `hidden`: VLM hidden states [B, L, d] of this batch if already computed.
+        `prefix_len` [B_r]: training-time action conditioning (`flow.cfm_losses`): each sample's first steps
+        given clean, without loss.
         Gradients reach the weights as the caller's grad mode says.
         """
         if hidden is None:
@@ -102,7 +105,8 @@ class SyVLA(nn.Module):
         def losses(h, prefix=prefix):
             prefix_r, cond_r = rep(prefix), rep(self.adapter(h))
             velocity = (lambda x_t, t: self.expert.velocity(prefix_r, mask_r, emb_r, x_t, t, cond_r))
-            return flow.cfm_losses(velocity, batch.actions, batch.action_mask, batch.dim_mask, tau, eps, fold_mc=True)
+            return flow.cfm_losses(velocity, batch.actions, batch.action_mask, batch.dim_mask, tau, eps, fold_mc=True,
+                                   prefix_len=prefix_len)
 
         dc = self.cfg.decoupling
         if keep is not None:
@@ -125,10 +129,20 @@ class SyVLA(nn.Module):
         t = flow.sample_time(batch.num_robot, self.cfg.flow, generator, hidden.device)
         noise = torch.randn(batch.actions.shape, generator=generator).to(hidden.device, batch.actions.dtype)
         losses, keep = self.per_sample_flow_losses(batch, t[:, None], noise[:, None], decoupling=decoupling,
-                                                   hidden=hidden)
+                                                   hidden=hidden, prefix_len=self._draw_prefix(batch.num_robot, generator))
         a_loss = losses.mean()
         masked_fraction = 0.0 if keep is None else (keep.numel() - keep.sum().item()) / keep.numel()
         return StepOutput(a_loss + self.cfg.lm_loss_weight * lm_loss, a_loss, lm_loss, masked_fraction)
+
+    def _draw_prefix(self, n: int, generator: torch.Generator | None) -> torch.Tensor | None:
+        """Training-time action conditioning: per robot sample, with probability flow.prefix_conditioning a
+        clean prefix of d ~ U{1..flow.max_prefix} steps, else 0; None when the option is off."""
+        fc = self.cfg.flow
+        if fc.prefix_conditioning <= 0:
+            return None
+        on = torch.rand(n, generator=generator) < fc.prefix_conditioning
+        d = torch.randint(1, fc.max_prefix + 1, (n,), generator=generator)
+        return torch.where(on, d, torch.zeros_like(d))
 
     # ---- Inference ------------------------------------------------------------------------
     @torch.no_grad()
@@ -167,7 +181,9 @@ class SyVLA(nn.Module):
         """Normalized action chunks [B_r, T, max_action_dim] by Euler integration from noise (t=1) to data (t=0).
 
         guidance: (Y, W), both [B_r, T, max_action_dim]: real-time chunking, each step guided toward the
-        committed prefix Y where its soft mask W > 0 (`flow.sample_guided`); rows with W = 0 are plain."""
+        committed prefix Y where its soft mask W > 0 (`flow.sample_guided`); rows with W = 0 are plain. A model
+        trained with action conditioning (expert.step_times) is instead given Y clean on the steps where W = 1
+        (the delay's steps, `flow.rtc_weights`) and samples the rest (`flow.sample_conditioned`)."""
         return self.sample_actions_and_states(batch, noise, generator, num_steps, guidance)[0]
 
     @torch.no_grad()
@@ -196,6 +212,10 @@ class SyVLA(nn.Module):
         steps = num_steps or self.cfg.flow.num_steps
         if guidance is None:
             x = flow.sample(ctx.velocity_fn(self.expert), noise, steps)
+        elif self.cfg.expert.step_times:
+            target, weights = guidance
+            known = weights.amax(dim=-1) >= 1.0  # W = 1 exactly on the delay's steps (flow.rtc_weights)
+            x = flow.sample_conditioned(ctx.velocity_fn(self.expert), noise, steps, target, known)
         else:
             x = flow.sample_guided(ctx.velocity_fn(self.expert), noise, steps, *guidance)
         return x * batch.dim_mask.unsqueeze(1).to(x.dtype), states

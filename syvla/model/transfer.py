@@ -6,7 +6,9 @@ A pretrained checkpoint fixes the model's architecture. Fine-tuning may
   pair (App. A: one MLP pair per dataset); every other weight loads;
 - change the few fields that do not change the weights' meaning
   (`FINETUNE_FIELDS`: Intention Decoupling's switch and τ, flow steps at inference,
-  the chain-of-thought bound).
+  the chain-of-thought bound, training-time action conditioning);
+- **add the per-step time embedding** (`expert.step_times`, for action conditioning):
+  it starts at zero, so the loaded model computes what the checkpoint did.
 
 Any other model field given on top of a checkpoint is refused with an error
 naming it: it would be ignored or would not fit the loaded weights.
@@ -25,8 +27,12 @@ FINETUNE_FIELDS = (
     "decoupling.tau",
     "decoupling.probe_dtype",
     "flow.num_steps",
+    "flow.prefix_conditioning",
+    "flow.max_prefix",
     "max_cot_tokens",
 )
+# Fields that may go from False to True on top of a checkpoint: they add zero-initialized weights.
+ADDABLE_FIELDS = ("expert.step_times",)
 
 
 def _replace_dotted(cfg, dotted: str, value):
@@ -70,10 +76,13 @@ def check_finetune_overrides(overrides: Mapping[str, Any], checkpoint_cfg: SyVLA
             continue
         if checkpoint_cfg is not None and _get_dotted(checkpoint_cfg, key) == overrides[key]:
             continue
+        if key in ADDABLE_FIELDS and overrides[key] is True:
+            continue
         raise ValueError(f"--model.{key} cannot be set when fine-tuning from a checkpoint: the checkpoint "
                          f"fixes the architecture"
                          + (f" (it has {_get_dotted(checkpoint_cfg, key)!r})" if checkpoint_cfg is not None else "")
-                         + f"; settable on top of it: {', '.join('--model.' + f for f in FINETUNE_FIELDS)}")
+                         + f"; settable on top of it: {', '.join('--model.' + f for f in FINETUNE_FIELDS)}, and "
+                         + ", ".join(f"--model.{f} true" for f in ADDABLE_FIELDS))
 
 
 def finetune_config(checkpoint_cfg: SyVLAConfig, embodiments: Iterable[EmbodimentConfig],
@@ -91,10 +100,12 @@ def finetune_config(checkpoint_cfg: SyVLAConfig, embodiments: Iterable[Embodimen
     return add_embodiments(cfg, embodiments)
 
 
-def new_embodiment_prefixes(old: SyVLAConfig, new: SyVLAConfig) -> tuple[str, ...]:
-    """State-dict prefixes of the parameters `new` has and a checkpoint of `old` cannot hold."""
+def fresh_prefixes(old: SyVLAConfig, new: SyVLAConfig) -> tuple[str, ...]:
+    """State-dict prefixes of the parameters `new` has and a checkpoint of `old` cannot hold: the new
+    embodiments' encoder/decoders, and the per-step time embedding when `new` adds it."""
     old_names = {e.name for e in old.embodiments}
-    return tuple(f"expert.io.{e.name}." for e in new.embodiments if e.name not in old_names)
+    fresh = tuple(f"expert.io.{e.name}." for e in new.embodiments if e.name not in old_names)
+    return fresh + (("expert.step_time.",) if new.expert.step_times and not old.expert.step_times else ())
 
 
 def fit_state_dict(state: dict, model_state: Mapping[str, Any]) -> dict:

@@ -98,15 +98,6 @@ def test_bad_prefixes_are_refused_by_name(policy):
         policy.infer({**_obs(seed=1), "prefix_actions": np.full((5, 4), np.nan, np.float32)})
 
 
-def test_hard_inpainting_ends_exactly_on_the_prefix():
-    torch.manual_seed(1)
-    lin = torch.nn.Linear(4, 4)
-    noise, target = torch.randn(1, 8, 4), torch.randn(1, 8, 4)
-    weights = flow.rtc_weights(8, 6, 3).view(1, 8, 1).expand(1, 8, 4).clone()
-    out = flow.sample_guided(lambda x, t: torch.tanh(lin(x)), noise, 10, target, weights, hard=weights >= 1)
-    assert torch.allclose(out[:, :3], target[:, :3], atol=1e-6) and not torch.allclose(out[:, 3:], target[:, 3:])
-
-
 def test_reused_feature_query_states_skip_the_vlm_and_match_a_fresh_call(policy, monkeypatch):
     obs = _obs(seed=2)
     fresh = policy.infer_batch([obs], states=[None])[0]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from syvla.model.config import EmbodimentConfig, debug_config
-from syvla.model.transfer import add_embodiments, finetune_config, fit_state_dict, new_embodiment_prefixes
+from syvla.model.transfer import add_embodiments, finetune_config, fit_state_dict, fresh_prefixes
 
 ARM = EmbodimentConfig("arm", state_dim=39, action_dim=4, cameras=("corner2", "topview", "gripperPOV"))
 ROBOT = EmbodimentConfig("myrobot", state_dim=6, action_dim=7, cameras=("front", "top", "wrist", "side"))
@@ -14,7 +14,7 @@ def test_new_embodiments_are_appended_and_known_ones_kept():
     assert [e.name for e in cfg.embodiments] == ["arm", "myrobot"]
     assert cfg.max_action_dim == 7 and cfg.max_cameras == 4
     assert add_embodiments(base, [ARM]) is base
-    assert new_embodiment_prefixes(base, cfg) == ("expert.io.myrobot.",)
+    assert fresh_prefixes(base, cfg) == ("expert.io.myrobot.",)
 
 
 def test_a_known_name_with_other_dims_is_refused():

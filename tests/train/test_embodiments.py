@@ -42,6 +42,12 @@ def test_finetuning_adds_the_new_robot_and_applies_only_allowed_flags(robot_root
     assert cfg.model.decoupling.tau == 0.1
     with pytest.raises(ValueError, match=r"--model\.num_query_tokens cannot be set"):
         resolve_model(_cfg(robot_root, str(ckpt)), {"num_query_tokens": 4})
+    # Training-time action conditioning on top of a checkpoint: the per-step time embedding is added.
+    cfg = resolve_model(_cfg(robot_root, str(ckpt)), {"expert.step_times": True, "flow.prefix_conditioning": 0.5,
+                                                         "flow.max_prefix": 4})
+    assert cfg.model.expert.step_times and cfg.model.flow.prefix_conditioning == 0.5
+    with pytest.raises(ValueError, match=r"prefix_conditioning > 0 needs expert\.step_times"):
+        resolve_model(_cfg(robot_root, str(ckpt)), {"flow.prefix_conditioning": 0.5})
 
 
 def test_missing_statistics_and_unrecorded_embodiments_are_named(robot_root):

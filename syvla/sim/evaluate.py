@@ -26,6 +26,7 @@ class EvalConfig:
 
     checkpoint: str = field("", "policy checkpoint directory (foundation format)")
     endpoint: str = field("", "URL of a served policy: closed loop through its robot API instead (no open loop)")
+    api_key: str = field("", "with endpoint: sent as `x-api-key` on every call ('' = none, an open server)")
     heldout_episodes: int = field(10, "expert episodes per task for the open-loop error; 0 skips it")
     heldout_seed: int = field(5000, "held-out episode k uses layout seed heldout_seed + k (not used for training)")
     heldout_data: str = field("", "prepared root (prepare_data output) of held-out episodes: open loop on its robot "
@@ -41,6 +42,8 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.heldout_frames must be > 0, got {self.heldout_frames}")
         if not self.checkpoint and not self.endpoint:
             raise ValueError("EvalConfig needs a checkpoint directory or an endpoint URL")
+        if self.api_key and not self.endpoint:
+            raise ValueError("EvalConfig.api_key is for an endpoint; a checkpoint is evaluated in process")
         if self.vqa and self.endpoint:
             raise ValueError("EvalConfig.vqa scores a checkpoint in process; the robot API answers no questions")
         if self.vqa and not Path(self.vqa).is_file():
@@ -126,7 +129,8 @@ def open_loop_error(model, norm_stats, samples: list[dict], batch_size: int = 32
 def evaluate(cfg: EvalConfig, episodes: EpisodeConfig, log=print) -> dict:
     """Closed-loop success (and, in process, the open-loop error) for every task of `episodes`."""
     if cfg.endpoint:
-        return {"mode": "endpoint", "closed_loop": evaluate_endpoint(Endpoint(url=cfg.endpoint), episodes)}
+        return {"mode": "endpoint", "closed_loop": evaluate_endpoint(Endpoint(url=cfg.endpoint, api_key=cfg.api_key),
+                                                                   episodes)}
     from syvla.model.policy import Policy
 
     policy = Policy.load(cfg.checkpoint)

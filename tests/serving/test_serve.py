@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import msgpack
@@ -24,6 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 APP = "syvla_test"
 KEY = "k3y"
 SECRET = "episode-secret"  # the app's episode-id key, so tests can sign ids of their own
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -212,6 +216,26 @@ def test_sim_robot_episode_through_the_endpoint(app):
     recorded = rb.ReplayReader(replay).episodes(decode=False)[ep["episode_id"]]
     assert recorded.reward == int(ep["success"]) and len(recorded.steps) == ep["chunks"]
     assert recorded.instruction == "reach the red goal position"
+
+
+def test_the_documented_real_time_commands_through_the_endpoint(app, tmp_path):
+    """docs/serving.md's real-time chunking commands, against the served policy: `sim_robot.py --realtime
+    rtc` and `evaluate.py --endpoint URL --realtime rtc` run their episodes and report them."""
+    sys.path.insert(0, str(ROOT / "pipelines"))
+    import evaluate
+    import sim_robot
+
+    url, replay = app
+    small = ["--tasks", "reach-v3", "--episodes", "1", "--max_steps", "30", "--image_size", "32",
+             "--realtime", "rtc", "--execute_steps", "10"]
+    assert sim_robot.main(["--url", url, "--api_key", KEY, "--robots", "1", "--json_out", str(tmp_path / "r.json"),
+                           *small]) == 0
+    (ep,) = json.loads((tmp_path / "r.json").read_text())["results"]
+    assert ep["steps"] == 30 or ep["success"]
+    assert evaluate.main(["--endpoint", url, "--api_key", KEY, "--json", str(tmp_path / "e.json"), *small]) == 0
+    (ep,) = json.loads((tmp_path / "e.json").read_text())["closed_loop"]["results"]
+    assert ep["steps"] == 30 or ep["success"]
+    assert ep["episode_id"] in rb.ReplayReader(replay).episodes(decode=False)
 
 
 def test_replicas_export_prometheus_metrics(app):

@@ -30,3 +30,9 @@ def test_heldout_data_scores_each_robot_dataset_against_the_mean_action_baseline
         embodiments=(EmbodimentConfig("arm", 3, 2, ("cam",)),), expert=ActionExpertConfig(chunk_len=CHUNK)))
     with pytest.raises(ValueError, match=r"held-out dataset 'synthetic' .* checkpoint does not know \(it knows \['arm'\]\)"):
         evaluate(EvalConfig(checkpoint=str(other), heldout_data=str(held)), EpisodeConfig(episodes=0))
+
+
+def test_an_api_key_without_an_endpoint_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="api_key is for an endpoint"):
+        EvalConfig(checkpoint=str(tmp_path), api_key="k")
+    assert EvalConfig(endpoint="http://127.0.0.1:8000", api_key="k").api_key == "k"

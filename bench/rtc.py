@@ -43,7 +43,7 @@ CONDITIONING = ("--model.expert.step_times", "true", "--model.flow.prefix_condit
 
 
 def episode(policy, task: str, seed: int, mode: str, delay_s: float, hz: float, execute_steps: int,
-            max_steps: int, soft_steps: int | None = None) -> dict:
+            max_steps: int, soft_steps: int | None = None, max_in_flight: int = 1) -> dict:
     """One held-out episode through syvla.sim.episodes.run_realtime (the simulated robots' real-time runner),
     with the seam figures read from the controller's stats."""
     import numpy as np
@@ -53,7 +53,8 @@ def episode(policy, task: str, seed: int, mode: str, delay_s: float, hz: float, 
 
     mode = CONTROLLER_MODE.get(mode, mode)
     cfg = EpisodeConfig(tasks=(task,), episodes=1, max_steps=max_steps, execute_steps=execute_steps, image_size=64,
-                        realtime=mode, control_hz=hz, delay_ms=1e3 * delay_s)
+                        realtime=mode, control_hz=hz, delay_ms=1e3 * delay_s,
+                        max_in_flight=max_in_flight if mode != "sync" else 1)
     with SimRobot(image_size=64, max_steps=max_steps) as robot:
         robot.reset(task, seed)
         stats, _, _ = run_realtime(LocalPolicy(policy), robot, robot.instruction, seed, cfg, soft_steps=soft_steps)
@@ -88,6 +89,9 @@ def main(argv=None) -> int:
     p.add_argument("--execute_steps", type=int, default=10, help="actions of a chunk before the next request")
     p.add_argument("--max_steps", type=int, default=300)
     p.add_argument("--control_hz", type=float, default=80.0, help="Meta-World's own rate (12.5 ms per step)")
+    p.add_argument("--max_in_flight", type=int, default=1,
+                   help="asynchronous modes: act calls waiting for their answers at once (pipelined when the round "
+                        "trip is long against the chunk)")
     p.add_argument("--soft_steps", type=int, default=-1, help="rtc: the prefix sent is the expected delay plus this "
                                                                "many actions (-1 = the whole rest of the chunk)")
     p.add_argument("--json", default="", help="write every episode's figures here")
@@ -119,7 +123,8 @@ def main(argv=None) -> int:
         for mode in args.modes:
             policy = policies["conditioned" if mode.startswith("trained") else "plain"]
             eps = [episode(policy, args.task, EVAL_SEED + k, mode, delay / 1e3, args.control_hz, args.execute_steps,
-                           args.max_steps, soft_steps=None if args.soft_steps < 0 else args.soft_steps)
+                           args.max_steps, soft_steps=None if args.soft_steps < 0 else args.soft_steps,
+                           max_in_flight=args.max_in_flight)
                    for k in range(args.episodes)]
             seams = np.concatenate([e["seams"] for e in eps if e["seams"]] or [np.zeros(0)])
             handoffs = np.concatenate([e["handoffs"] for e in eps if e["handoffs"]] or [np.zeros(0)])

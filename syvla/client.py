@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import threading
 import time
 from typing import Any, Mapping
 
@@ -89,6 +90,7 @@ class PolicyClient:
         self._metadata: dict | None = None
         self.episode_id: str | None = None
         self.step = 0
+        self._step_lock = threading.Lock()
 
     # ---------------------------------------------------------------- API
 
@@ -131,7 +133,7 @@ class PolicyClient:
             "instruction": instruction,
             "think": bool(think),
             "seed": seed,
-            "step": self.step if episode_id == self.episode_id else None,
+            "step": self._next_step() if episode_id == self.episode_id else None,
         }
         if prefix_actions is not None:
             prefix = np.asarray(prefix_actions, dtype=np.float32)
@@ -141,8 +143,6 @@ class PolicyClient:
             body["prefix_actions"] = protocol.pack_array(prefix) if binary else prefix.tolist()
             body["prefix_delay"] = int(prefix_delay)
         out = self._call("POST", "/v1/act", body, send_deadline=True)
-        if episode_id == self.episode_id:
-            self.step += 1
         return ActResult(actions=protocol.parse_actions(out["actions"]), policy_version=out.get("policy_version"),
                          latest_policy_version=out.get("latest_policy_version"), episode_id=out["episode_id"],
                          step=out.get("step"), cot=out.get("cot"), timing=out.get("timing", {}),
@@ -165,6 +165,13 @@ class PolicyClient:
         self.close()
 
     # ---------------------------------------------------------------- internals
+
+    def _next_step(self) -> int:
+        """The step index of an act being sent. Taken when it is sent, so acts in flight at once (a real-time
+        controller's pipelined requests, from several threads) each get their own."""
+        with self._step_lock:
+            step, self.step = self.step, self.step + 1
+            return step
 
     def _only_embodiment(self) -> str:
         names = sorted(self.metadata()["embodiments"])

@@ -19,6 +19,11 @@ already executed from the old chunk are skipped). Modes:
 A late answer (the queue ran dry first): `late="hold"` executes `hold_action(last)` each step until it
 arrives (the default holds the last action; a delta-action robot passes one that keeps still),
 `late="continue"` repeats the old chunk's last action instead.
+
+Several requests in flight (`max_in_flight` > 1, asynchronous modes): when waiting for each answer before
+asking again would leave the robot short (the round trip is long against the chunk), requests are
+pipelined, one every min(execute_steps, chunk - round trip) steps. The newest answer that has arrived is applied. Requests sent before it are superseded,
+and their answers are dropped (`stats.stale_answers`).
 """
 
 from __future__ import annotations
@@ -72,6 +77,9 @@ class ControllerStats:
     tick_lateness_s: list = dataclasses.field(default_factory=list)  # how late each step ran vs its slot
     chunks: list = dataclasses.field(default_factory=list)  # every chunk received, whole
     executed: list = dataclasses.field(default_factory=list)  # every action executed, in order
+    stale_answers: int = 0  # answers dropped: a later request's answer was applied first
+    dropped_errors: list = dataclasses.field(default_factory=list)  # errors of those dropped requests
+    max_in_flight_seen: int = 0
 
 
 class RealtimeController:
@@ -79,11 +87,14 @@ class RealtimeController:
                  execute: Callable[[np.ndarray], Any], control_hz: float, execute_steps: int, mode: str = "rtc",
                  late: str = "hold", hold_action: Callable[[np.ndarray], np.ndarray] | None = None,
                  tracker: LatencyTracker | None = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep, soft_steps: int | None = None):
+                 sleep: Callable[[float], None] = time.sleep, soft_steps: int | None = None,
+                 max_in_flight: int = 1):
         """`request(obs, prefix, delay)` -> the new chunk [H, action_dim] (prefix None in "naive"/"sync" mode);
         `observe()` -> the robot's observation now; `execute(action)` runs one control step.
         `soft_steps`: the prefix sent is the expected delay plus this many more actions of the current chunk
-        (the soft-masked part the new chunk leans toward); None sends all of the rest (Black et al.)."""
+        (the soft-masked part the new chunk leans toward); None sends all of the rest (Black et al.).
+        `max_in_flight`: requests that may be waiting for their answers at once (asynchronous modes); `request`
+        must then be safe to call from several threads."""
         if mode not in MODES:
             raise ValueError(f"RealtimeController.mode must be one of {MODES}, got {mode!r}")
         if late not in LATE_POLICIES:
@@ -98,11 +109,16 @@ class RealtimeController:
         if soft_steps is not None and soft_steps < 0:
             raise ValueError(f"RealtimeController.soft_steps must be >= 0 or None, got {soft_steps}")
         self.soft_steps = soft_steps
+        if max_in_flight < 1 or (mode == "sync" and max_in_flight != 1):
+            raise ValueError(f"RealtimeController.max_in_flight must be >= 1 (1 in sync mode), got {max_in_flight}")
+        self.max_in_flight = int(max_in_flight)
         self.stats = ControllerStats()
         self._queue: collections.deque = collections.deque()
         self._since_chunk = 0
         self._last: np.ndarray | None = None
-        self._pending: dict | None = None  # {"thread", "result", "error", "t0", "step0", "planned"}
+        # Requests waiting for their answers, oldest first: {"thread", "result", "error", "t0", "step0", "planned"}
+        self._pending: list[dict] = []
+        self._superseded: list[dict] = []  # requests whose answers will be dropped, still running
 
     # ---- requests ------------------------------------------------------------------------------
     def _start_request(self) -> None:
@@ -124,11 +140,28 @@ class RealtimeController:
         job["thread"] = threading.Thread(target=call, daemon=True, name="syvla-realtime-request")
         self.stats.requests += 1
         self.stats.delays_planned.append(planned)
-        self._pending = job
+        self._pending.append(job)
+        self.stats.max_in_flight_seen = max(self.stats.max_in_flight_seen, len(self._pending))
         job["thread"].start()
 
-    def _take_answer(self) -> None:
-        job, self._pending = self._pending, None
+    def _take_answers(self) -> None:
+        """Apply the newest answer that has arrived. Requests sent before it are superseded: dropped
+        (`stats.stale_answers`; their errors are kept in `stats.dropped_errors`, not raised), and those
+        still running are left to finish on their own threads (`close` waits for them)."""
+        done = [i for i, j in enumerate(self._pending) if not j["thread"].is_alive()]
+        if not done:
+            return
+        newest = self._pending[done[-1]]
+        for job in self._pending[: done[-1]]:
+            self.stats.stale_answers += 1
+            if job["thread"].is_alive():
+                self._superseded.append(job)
+            elif job["error"] is not None:
+                self.stats.dropped_errors.append(repr(job["error"]))
+        self._pending = self._pending[done[-1] + 1:]
+        self._take_answer(newest)
+
+    def _take_answer(self, job: dict) -> None:
         job["thread"].join()
         if job["error"] is not None:
             raise job["error"]
@@ -155,24 +188,38 @@ class RealtimeController:
         expected = self.tracker.expected_steps(self.hz)
         return expected + max(2, expected // 2)
 
+    def _another_request(self) -> bool:
+        """With requests in flight: whether to send one more now. Only when waiting for the newest answer
+        before asking again would leave the robot short (twice the expected round trip, plus the lead's
+        margin, exceeds a chunk); then requests go out every min(execute_steps, chunk - round trip) steps,
+        the steps each answer still brings."""
+        if len(self._pending) >= self.max_in_flight or not self.stats.chunks:
+            return False
+        horizon, expected = len(self.stats.chunks[-1]), self.tracker.expected_steps(self.hz)
+        if 2 * expected + max(2, expected // 2) <= horizon:
+            return False
+        spacing = max(1, min(self.s, horizon - expected))
+        return self.stats.steps - self._pending[-1]["step0"] >= spacing
+
     def run(self, steps: int, stop: Callable[[], bool] | None = None) -> ControllerStats:
         """Execute `steps` control steps (or until `stop()`), one every 1 / control_hz seconds."""
         period = 1.0 / self.hz
-        if not self._queue and self._pending is None:  # the first chunk: nothing to overlap with
+        if not self._queue and not self._pending:  # the first chunk: nothing to overlap with
             self._start_request()
-            self._take_answer()
+            self._take_answer(self._pending.pop())
         next_tick = self.clock()
         for _ in range(steps):
             if stop is not None and stop():
                 break
-            if self._pending is not None and self._pending["thread"].is_alive() is False:
-                self._take_answer()
-            if self._pending is None and (self._since_chunk >= self.s or (
+            self._take_answers()
+            if not self._pending and (self._since_chunk >= self.s or (
                     self.mode != "sync" and len(self._queue) <= self._lead_steps())):
                 self._start_request()
                 if self.mode == "sync":
-                    self._take_answer()
+                    self._take_answer(self._pending.pop())
                     next_tick = self.clock()
+            elif self._pending and self._another_request():
+                self._start_request()
             if self._queue:
                 action = self._queue.popleft()
             else:
@@ -192,6 +239,6 @@ class RealtimeController:
         return self.stats
 
     def close(self) -> None:
-        if self._pending is not None:
-            self._pending["thread"].join()
-            self._pending = None
+        for job in self._pending + self._superseded:
+            job["thread"].join()
+        self._pending, self._superseded = [], []

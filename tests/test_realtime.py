@@ -76,6 +76,39 @@ def test_naive_mode_sends_no_prefix_and_a_late_answer_holds():
     assert stats.late_steps > 0 and -1.0 not in executed
 
 
+def test_several_requests_in_flight_keep_a_robot_supplied_when_the_round_trip_outlasts_the_chunk():
+    """30 steps of latency against 50-step chunks: one request at a time leaves the robot holding a third of
+    the time; with requests pipelined it is supplied, and it never goes back to an older chunk."""
+    import threading
+
+    class Pipelined:  # numbers chunks in the order the requests arrive, so concurrent answers stay legible
+        def __init__(self, delay_s):
+            self.delay_s, self.sent, self.lock = delay_s, 0, threading.Lock()
+
+        def __call__(self, obs, prefix, delay):
+            with self.lock:
+                k, self.sent = self.sent, self.sent + 1
+            time.sleep(self.delay_s)
+            return (1000.0 * k + np.arange(H, dtype=np.float32))[:, None]
+
+    late = {}
+    for n in (1, 4):
+        executed = []
+        ctl = RealtimeController(Pipelined(0.3), observe=lambda: None, execute=lambda a: executed.append(float(a[0])),
+                                 control_hz=HZ, execute_steps=S, mode="naive",
+                                 hold_action=lambda last: np.asarray([-1.0], np.float32),
+                                 tracker=LatencyTracker(initial_s=0.3), max_in_flight=n)
+        stats = ctl.run(300)
+        ctl.close()
+        late[n] = stats.late_steps
+        chunks = [int(v // 1000) for v in executed if v >= 0]
+        assert chunks == sorted(chunks)  # answers applied in the order they were sent
+        assert stats.max_in_flight_seen <= n
+    assert late[1] > 50 and late[4] < 0.25 * late[1], late
+    with pytest.raises(ValueError, match="max_in_flight"):
+        RealtimeController(lambda *a: None, lambda: None, lambda a: None, 10, 5, mode="sync", max_in_flight=2)
+
+
 def test_configuration_errors():
     with pytest.raises(ValueError, match="mode"):
         RealtimeController(lambda *a: None, lambda: None, lambda a: None, 10, 5, mode="fast")

@@ -21,6 +21,7 @@ version the server retired mid-way (409) is aborted: no reward, left out of the 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from typing import Protocol, Sequence
 
@@ -61,6 +62,8 @@ class EpisodeConfig:
                                  "committed prefix and delay, docs/serving.md#real-time-chunking)")
     control_hz: float = field(mw.CONTROL_HZ, "realtime: control steps per second")
     delay_ms: float = field(0.0, "realtime: network delay added to every act call (simulated)")
+    max_in_flight: int = field(1, "realtime naive/rtc: act calls that may wait for their answers at once "
+                                  "(pipelined when the round trip is long against the chunk)")
 
     def __post_init__(self):
         object.__setattr__(self, "tasks", tuple(self.tasks))
@@ -68,6 +71,9 @@ class EpisodeConfig:
             raise ValueError(f"EpisodeConfig.realtime must be one of {REALTIME_MODES}, got {self.realtime!r}")
         if self.control_hz <= 0 or self.delay_ms < 0:
             raise ValueError("EpisodeConfig.control_hz must be > 0 and delay_ms >= 0")
+        if self.max_in_flight < 1 or (self.max_in_flight > 1 and self.realtime not in ("naive", "rtc")):
+            raise ValueError(f"EpisodeConfig.max_in_flight must be >= 1, and above 1 only with realtime naive or "
+                             f"rtc, got {self.max_in_flight} with realtime {self.realtime!r}")
         if self.realtime != "off" and self.execute_steps == 0:
             raise ValueError("EpisodeConfig.realtime needs execute_steps >= 1 (actions before the next request)")
         if not self.tasks:
@@ -210,11 +216,12 @@ def run_realtime(policy: EpisodePolicy, robot, instruction: str, noise_seed: int
     (the controller's stats, policy versions seen, abort reason or None). `soft_steps`: the controller's."""
     from syvla.realtime import LatencyTracker, RealtimeController
 
-    versions, calls = set(), [0]
+    versions, calls, lock = set(), [0], threading.Lock()
 
     def request(obs, prefix, delay):
-        chunk, version = policy.act(obs, instruction, act_seed(noise_seed, calls[0]), cfg.think, prefix, delay)
-        calls[0] += 1
+        with lock:  # requests may overlap (max_in_flight): each takes its own call number
+            call, calls[0] = calls[0], calls[0] + 1
+        chunk, version = policy.act(obs, instruction, act_seed(noise_seed, call), cfg.think, prefix, delay)
         if version is not None:
             versions.add(int(version))
         time.sleep(cfg.delay_ms / 1e3)
@@ -223,7 +230,8 @@ def run_realtime(policy: EpisodePolicy, robot, instruction: str, noise_seed: int
     ctl = RealtimeController(request, observe=robot.observation, execute=robot.step, control_hz=cfg.control_hz,
                              execute_steps=cfg.execute_steps, mode=cfg.realtime, late="hold",
                              hold_action=mw.hold_still_action,
-                             tracker=LatencyTracker(initial_s=cfg.delay_ms / 1e3 + 0.05), soft_steps=soft_steps)
+                             tracker=LatencyTracker(initial_s=cfg.delay_ms / 1e3 + 0.05), soft_steps=soft_steps,
+                             max_in_flight=cfg.max_in_flight)
     try:
         ctl.run(cfg.max_steps, stop=lambda: robot.done)
     except EpisodeAborted as err:

@@ -22,8 +22,8 @@ arrives (the default holds the last action; a delta-action robot passes one that
 
 Several requests in flight (`max_in_flight` > 1, asynchronous modes): when waiting for each answer before
 asking again would leave the robot short (the round trip is long against the chunk), requests are
-pipelined, one every min(execute_steps, chunk - round trip) steps. The newest answer that has arrived is applied. Requests sent before it are superseded,
-and their answers are dropped (`stats.stale_answers`).
+pipelined, one every min(execute_steps, chunk - round trip) steps. The newest answer that has arrived is
+applied; requests sent before it are superseded and their answers dropped (`stats.stale_answers`).
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ class RealtimeController:
         if len(self._pending) >= self.max_in_flight or not self.stats.chunks:
             return False
         horizon, expected = len(self.stats.chunks[-1]), self.tracker.expected_steps(self.hz)
-        if 2 * expected + max(2, expected // 2) <= horizon:
+        if expected + self._lead_steps() <= horizon:
             return False
         spacing = max(1, min(self.s, horizon - expected))
         return self.stats.steps - self._pending[-1]["step0"] >= spacing

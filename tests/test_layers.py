@@ -5,7 +5,8 @@ A rule broken here is an architecture change: change docs/architecture.md in the
 
 from __future__ import annotations
 
-import ast
+import functools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,23 +45,48 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _imports(path: Path) -> list[tuple[str, int, bool]]:
-    """(imported module, line, at module level) for every import statement in `path`."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
-    top_level = {id(node) for node in tree.body}
-    found = []
+# Parsing runs in a fresh interpreter: CPython 3.11's AST conversion keeps its recursion depth in
+# interpreter-wide state, so a parse racing another thread's (a background thread left in this
+# process by an earlier test) fails with "AST constructor recursion depth mismatch".
+_SCAN = r"""
+import ast, json, sys
+out = {}
+for path in json.load(sys.stdin):
+    tree = ast.parse(open(path).read(), filename=path)
+    top = {id(node) for node in tree.body}
+    imports, inits = [], []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found += [(alias.name, node.lineno, id(node) in top_level) for alias in node.names]
+            imports += [[alias.name, 0, node.lineno, id(node) in top] for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            found.append((name, node.lineno, id(node) in top_level))
+            imports.append([node.module or "", node.level, node.lineno, id(node) in top])
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "init" \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "ray":
+            inits.append(node.lineno)
+    out[path] = {"imports": imports, "ray_init": inits}
+json.dump(out, sys.stdout)
+"""
+
+
+@functools.lru_cache(maxsize=None)
+def _scan(package: Path) -> dict[str, dict]:
+    """path -> {"imports": [[module, level, line, top level]], "ray_init": [line]} for every source."""
+    paths = [str(p) for p in sorted(package.rglob("*.py"))]
+    done = subprocess.run([sys.executable, "-c", _SCAN], input=json.dumps(paths), capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def _imports(path: Path) -> list[tuple[str, int, bool]]:
+    """(imported module, line, at module level) for every import statement in `path`."""
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    found = []
+    for module, level, line, top in _scan(PACKAGE)[str(path)]["imports"]:
+        if level:
+            base = package.split(".")
+            base = base[: len(base) - level + 1]
+            module = ".".join(base + ([module] if module else []))
+        found.append((module, line, top))
     return found
 
 
@@ -84,12 +110,8 @@ def test_only_the_named_ray_modules_import_ray():
 
 
 def test_nothing_in_the_library_calls_ray_init():
-    offenders = []
-    for path in _sources():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "init" \
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "ray":
-                offenders.append(f"{_module_name(path)}:{node.lineno}")
+    offenders = [f"{_module_name(path)}:{line}" for path in _sources()
+                 for line in _scan(PACKAGE)[str(path)]["ray_init"]]
     assert not offenders, f"ray.init called under syvla/ (pipelines connect): {offenders}"
 
 

@@ -2,6 +2,7 @@
 
     python pipelines/serve.py                        # newest checkpoint under checkpoints/ (or a new debug one)
     python pipelines/serve.py --checkpoint checkpoints/ft --deployment.num_replicas 2 --port 8000
+    python pipelines/serve.py --ingress haproxy     # Serve's HAProxy ingress (docs/serving.md#ingress)
     ray job submit -- python pipelines/serve.py --device cuda --deployment.num_gpus 1 --blocking false
     serve run cluster/serve_config.yaml              # the same app from a config file
 
@@ -13,6 +14,7 @@ syvla.serving.deployment.publish_weights(app_name, ckpt_dir, version).
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -23,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # sibling pipelines (c
 import syvla  # noqa: E402,F401  (installs the torchvision shim first, as in every syvla process)
 from common import RayConfig, connect_ray  # noqa: E402
 from syvla.cli import parse_configs  # noqa: E402
-from syvla.serving.launch import ServeRunConfig, resolve_checkpoint, serve_config, serve_policy  # noqa: E402
+from syvla.serving.launch import (ServeRunConfig, check_ingress, prepare_ingress, resolve_checkpoint,  # noqa: E402
+                                  serve_config, serve_policy)
 from syvla.sim import metaworld as mw  # noqa: E402
 
 
@@ -35,7 +38,12 @@ def main(argv=None) -> int:
     cfg, ray_cfg = parse_config(argv)
     checkpoint, version = resolve_checkpoint(cfg, embodiments=(mw.EMBODIMENT,))  # a debug one is for Meta-World
     server = serve_config(cfg, checkpoint, version)
+    import ray
+
+    if not ray.is_initialized() and not (ray_cfg.address or os.environ.get("RAY_ADDRESS")):
+        prepare_ingress(cfg)  # a local cluster starts below: it inherits the ingress setting
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)
+    check_ingress(cfg)
     from ray import serve
 
     # After ray.init, which installs a handler of its own: `kill`, systemd or a job stop (SIGTERM) shuts

@@ -43,6 +43,9 @@ class ServeRunConfig:
                                        "posting it; RL takes a label only after that")
     vlm_every: int = field(1, "an episode's VLM runs on every k-th act call, the expert on every call "
                               "(ServeConfig.vlm_every); 1 = every call")
+    ingress: str = field("proxy", "HTTP ingress: proxy (Serve's Python proxy) or haproxy (Serve's HAProxy "
+                                  "ingress, plain HTTP only; a cluster must be started with "
+                                  "RAY_SERVE_ENABLE_HA_PROXY=1, a local one is)")
     blocking: bool = field(True, "serve until interrupted (false: start, report, return)")
 
     def __post_init__(self):
@@ -53,6 +56,43 @@ class ServeRunConfig:
             raise ValueError(f"ServeRunConfig.undo_window_s must be >= 0, got {self.undo_window_s}")
         if self.version < -1:
             raise ValueError(f"ServeRunConfig.version must be >= -1, got {self.version}")
+        if self.ingress not in INGRESSES:
+            raise ValueError(f"ServeRunConfig.ingress must be one of {sorted(INGRESSES)}, got {self.ingress!r}")
+
+
+# ingress -> the value of the environment variable Ray Serve reads when its processes start.
+INGRESSES = {"proxy": "0", "haproxy": "1"}
+HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def prepare_ingress(cfg: ServeRunConfig) -> None:
+    """Before `ray.init` starts a local cluster: give it the ingress `cfg` asks for (its processes inherit
+    this process's environment). Refuses when Serve's settings were already read in this process."""
+    import sys
+
+    want = INGRESSES[cfg.ingress]
+    os.environ[HA_PROXY_ENV] = want
+    constants = sys.modules.get("ray.serve._private.constants")
+    if constants is not None and constants.RAY_SERVE_ENABLE_HA_PROXY != (want == "1"):
+        raise RuntimeError(f"ServeRunConfig.ingress={cfg.ingress!r}: Ray Serve was imported in this process "
+                           f"before the ingress was set; start a new process")
+
+
+def check_ingress(cfg: ServeRunConfig) -> None:
+    """On a running cluster: refuse an ingress the cluster was not started with (Serve reads it at start)."""
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def cluster_setting():
+        return os.environ.get(HA_PROXY_ENV, "0")
+
+    have = ray.get(cluster_setting.remote())
+    if (have == "1") != (INGRESSES[cfg.ingress] == "1"):
+        running = "haproxy" if have == "1" else "proxy"
+        raise ValueError(f"ServeRunConfig.ingress={cfg.ingress!r}, but this Ray cluster was started for the "
+                         f"{running!r} ingress ({HA_PROXY_ENV}={have!r} on its nodes); start it with "
+                         f"{HA_PROXY_ENV}={INGRESSES[cfg.ingress]} before `ray start`, or pass "
+                         f"--ingress {running}")
 
 
 def find_checkpoint(explicit: str, roots: list[Path], fallback: Path, *, field: str, who: str, embodiments=(),

@@ -98,3 +98,82 @@ def test_serve_py_stops_serving_on_sigterm(tmp_path, debug_ckpts):
     assert proc.returncode == 0 and "[serve] shutting down" in out, out[-2000:]
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_ingress_is_checked_against_the_cluster(ray_local):
+    """A typo is refused at parse time; an ingress the running cluster was not started with is refused
+    before anything deploys (Serve reads it when the cluster starts, so it cannot be switched later)."""
+    from syvla.serving.launch import check_ingress
+
+    with pytest.raises(ValueError, match="ServeRunConfig.ingress must be one of"):
+        ServeRunConfig(ingress="nginx")
+    assert os.environ.get("RAY_SERVE_ENABLE_HA_PROXY", "0") == "0", "the test session's cluster uses the proxy"
+    check_ingress(ServeRunConfig(ingress="proxy"))
+    with pytest.raises(ValueError, match="started for the 'proxy' ingress.*RAY_SERVE_ENABLE_HA_PROXY=1"):
+        check_ingress(ServeRunConfig(ingress="haproxy"))
+
+
+@pytest.mark.slow
+def test_serve_py_behind_haproxy_answers_acts_and_refusals(tmp_path, debug_ckpts):
+    """`--ingress haproxy` starts a local cluster behind Serve's HAProxy ingress: acts, our error bodies and
+    the replay buffer work through it, and SIGTERM still shuts down cleanly."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import httpx
+    import numpy as np
+    from serving_testlib import free_port
+
+    from syvla.client import PolicyClient
+    from syvla.serving.replay_buffer import ReplayReader
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_SERVE_ENABLE_HA_PROXY")}
+    proc = subprocess.Popen([sys.executable, "pipelines/serve.py", "--checkpoint", str(debug_ckpts[0]), "--port",
+                             str(port), "--replay_dir", str(tmp_path / "replay"), "--deployment.num_replicas", "1",
+                             "--deployment.num_cpus", "0", "--ingress", "haproxy"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < end, "serve.py did not come up behind HAProxy"
+            time.sleep(1)
+        assert "haproxy" in _process_names(), "no HAProxy process serves the port"
+        rng = np.random.default_rng(0)
+        images = {c: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for c in mw.CAMERAS}
+        with PolicyClient(url, timeout=60) as client:
+            client.start_episode()
+            out = client.act(images, rng.standard_normal(mw.STATE_DIM).astype(np.float32), "push the puck", seed=1)
+            assert out.actions.shape[1] == mw.ACTION_DIM and np.isfinite(out.actions).all()
+            client.post_reward(1)
+        bad = httpx.post(f"{url}/v1/act", content=b"{not json", headers={"content-type": "application/json"})
+        assert bad.status_code == 400 and "error" in bad.json(), bad.text
+        proc.send_signal(signal.SIGTERM)
+        out_text, _ = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and "[serve] shutting down" in out_text, out_text[-2000:]
+    (episode,) = ReplayReader(tmp_path / "replay").episodes().values()
+    assert (len(episode.steps), episode.reward) == (1, 1), episode
+
+
+def _process_names() -> set[str]:
+    from pathlib import Path
+
+    names = set()
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            names.add(comm.read_text().strip())
+        except OSError:  # the process ended while we looked
+            pass
+    return names

@@ -67,12 +67,17 @@ class ReproduceConfig:
         return [t.strip() for t in self.tables.split(",") if t.strip()]
 
 
+# What this command writes into the checkout itself: a change there does not change the code a cell ran.
+OWN_OUTPUTS = ("docs/results.md", "docs/results")
+
+
 def git_commit() -> str:
-    """HEAD's short hash, '+changes' when tracked files differ from it."""
+    """HEAD's short hash, '+changes' when tracked files other than this command's own outputs differ from it."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT).returncode != 0
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."]
+                               + [f":(exclude){p}" for p in OWN_OUTPUTS], cwd=ROOT).returncode != 0
         return head + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"

@@ -63,10 +63,8 @@ def test_deployment_options_have_one_source():
         DeploymentConfig(min_replicas=3, max_replicas=2)
 
 
-@pytest.mark.slow
-def test_serve_py_stops_serving_on_sigterm(tmp_path, debug_ckpts):
-    """`kill <pid>` (SIGTERM: systemd, a job stop) shuts Serve down as Ctrl-C does, then the script exits 0."""
-    import signal
+def _serve_py(tmp_path, checkpoint, *flags, env=None):
+    """`pipelines/serve.py` on a free port as a child process; returns (process, URL) once /healthz answers."""
     import subprocess
     import sys
     from pathlib import Path
@@ -76,28 +74,43 @@ def test_serve_py_stops_serving_on_sigterm(tmp_path, debug_ckpts):
 
     root = Path(__file__).resolve().parents[2]
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "pipelines/serve.py", "--checkpoint", str(debug_ckpts[0]), "--port",
-                             str(port), "--replay_dir", str(tmp_path / "replay"), "--deployment.num_replicas", "1",
-                             "--deployment.num_cpus", "0"], cwd=root, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "pipelines/serve.py", "--checkpoint", str(checkpoint), "--port", str(port),
+                             "--replay_dir", str(tmp_path / "replay"), "--deployment.num_replicas", "1",
+                             "--deployment.num_cpus", "0", *flags], cwd=root, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 300
     try:
-        end = time.monotonic() + 300
         while True:
             assert proc.poll() is None, proc.stdout.read()
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    return proc, url
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < end, "serve.py did not come up"
+            assert time.monotonic() < end, f"serve.py {' '.join(flags)} did not come up"
             time.sleep(1)
+    except BaseException:
+        proc.kill()
+        raise
+
+
+@pytest.mark.slow
+def test_serve_py_stops_serving_on_sigterm(tmp_path, debug_ckpts):
+    """`kill <pid>` (SIGTERM: systemd, a job stop) shuts Serve down as Ctrl-C does, then the script exits 0."""
+    import signal
+
+    import httpx
+
+    proc, url = _serve_py(tmp_path, debug_ckpts[0])
+    try:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 0 and "[serve] shutting down" in out, out[-2000:]
     with pytest.raises(httpx.HTTPError):
-        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        httpx.get(f"{url}/healthz", timeout=2)
 
 
 def test_ingress_is_checked_against_the_cluster(ray_local):
@@ -118,36 +131,16 @@ def test_serve_py_behind_haproxy_answers_acts_and_refusals(tmp_path, debug_ckpts
     """`--ingress haproxy` starts a local cluster behind Serve's HAProxy ingress: acts, our error bodies and
     the replay buffer work through it, and SIGTERM still shuts down cleanly."""
     import signal
-    import subprocess
-    import sys
-    from pathlib import Path
 
     import httpx
     import numpy as np
-    from serving_testlib import free_port
 
     from syvla.client import PolicyClient
     from syvla.serving.replay_buffer import ReplayReader
 
-    root = Path(__file__).resolve().parents[2]
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_SERVE_ENABLE_HA_PROXY")}
-    proc = subprocess.Popen([sys.executable, "pipelines/serve.py", "--checkpoint", str(debug_ckpts[0]), "--port",
-                             str(port), "--replay_dir", str(tmp_path / "replay"), "--deployment.num_replicas", "1",
-                             "--deployment.num_cpus", "0", "--ingress", "haproxy"], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = _serve_py(tmp_path, debug_ckpts[0], "--ingress", "haproxy", env=env)
     try:
-        end = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < end, "serve.py did not come up behind HAProxy"
-            time.sleep(1)
         assert "haproxy" in _process_names(), "no HAProxy process serves the port"
         rng = np.random.default_rng(0)
         images = {c: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for c in mw.CAMERAS}

@@ -132,9 +132,6 @@ def throughput(url: str, obs: dict, clients: int, duration: float) -> dict:
             "client_median_ms": float(np.median(client_ms)) if client_ms else float("nan"), "server_median_ms": medians}
 
 
-INGRESS_ENV = {"proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"}, "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"}}
-
-
 def run_arm(args, out: Path) -> None:
     """One child: a local Ray cluster under this process's ingress, one deployment, its figures to `out`."""
     import ray
@@ -172,7 +169,9 @@ def child(args, ingress: str, batch: int, with_latency: bool) -> dict:
            "--num_cpus", str(args.num_cpus)]
     print(f"[bench] {ingress}, max_batch_size {batch}{', latency and' if with_latency else ''} throughput ...",
           flush=True)
-    done = subprocess.run(cmd, env={**os.environ, **INGRESS_ENV[ingress]}, capture_output=True, text=True)
+    from syvla.serving.launch import HA_PROXY_ENV, INGRESSES
+
+    done = subprocess.run(cmd, env={**os.environ, HA_PROXY_ENV: INGRESSES[ingress]}, capture_output=True, text=True)
     if done.returncode != 0 or not out.is_file():
         raise RuntimeError(f"the {ingress} arm (max_batch_size {batch}) failed (exit {done.returncode}):\n"
                            + done.stderr[-4000:])
@@ -218,10 +217,12 @@ def main(argv=None) -> int:
     if args.arm_out:
         run_arm(args, Path(args.arm_out))
         return 0
+    from syvla.serving.launch import INGRESSES
+
     ingresses = [i for i in args.ingress.split(",") if i]
-    unknown = [i for i in ingresses if i not in INGRESS_ENV]
+    unknown = [i for i in ingresses if i not in INGRESSES]
     if unknown or not ingresses:
-        p.error(f"--ingress: unknown {unknown}; choose from {sorted(INGRESS_ENV)}")
+        p.error(f"--ingress: unknown {unknown}; choose from {sorted(INGRESSES)}")
 
     results = {"config": vars(args), "ingress": {}}
     for ingress in ingresses:

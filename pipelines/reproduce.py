@@ -67,17 +67,15 @@ class ReproduceConfig:
         return [t.strip() for t in self.tables.split(",") if t.strip()]
 
 
-# What this command writes into the checkout itself: a change there does not change the code a cell ran.
-OWN_OUTPUTS = ("docs/results.md", "docs/results")
-
-
-def git_commit() -> str:
-    """HEAD's short hash, '+changes' when tracked files other than this command's own outputs differ from it."""
+def git_commit(page: Path) -> str:
+    """HEAD's short hash, '+changes' when tracked files differ from it. The results `page` and its plots
+    folder are left out: this command writes them, and they do not change the code a cell ran."""
+    own = [q.resolve() for q in (page, page.parent / "results")]
+    excludes = [f":(exclude){q.relative_to(ROOT)}" for q in own if q.is_relative_to(ROOT)]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "."]
-                               + [f":(exclude){p}" for p in OWN_OUTPUTS], cwd=ROOT).returncode != 0
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ".", *excludes], cwd=ROOT).returncode != 0
         return head + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
@@ -280,7 +278,7 @@ def run_cells(cfg: ReproduceConfig, runs: Runs, page: Path, command: str, log) -
         runs.commands, t0 = [], time.time()
         result = fn()
         cell = {"cell": key, "table": table, "scale": cfg.scale, "result": result, "commands": runs.commands,
-                "seconds": round(time.time() - t0, 1), "commit": git_commit(),
+                "seconds": round(time.time() - t0, 1), "commit": git_commit(page),
                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(cell, indent=1, default=float))
@@ -352,7 +350,7 @@ def write_page(cfg: ReproduceConfig, page: Path, results: dict, command: str, wo
              f"{s.eval_episodes} held-out layouts per evaluation (the same layouts and flow noise for every row); "
              f"Think-Before-Act at inference: {'on' if s.think else 'off'} for rows trained with CoT.  ",
              f"Page written {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes')} at commit "
-             f"{git_commit()}; each table names the commits its cells ran at.", "",
+             f"{git_commit(page)}; each table names the commits its cells ran at.", "",
              "The paper's figures are its own (Tables 3-5: its real-robot Folding Shirt task; Table 6: its three "
              "real-robot tasks; the paper-size model); ours are Meta-World with the debug model, so only directions "
              "compare. Verdicts compare a row with its "

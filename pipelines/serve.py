@@ -14,7 +14,6 @@ syvla.serving.deployment.publish_weights(app_name, ckpt_dir, version).
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -38,10 +37,7 @@ def main(argv=None) -> int:
     cfg, ray_cfg = parse_config(argv)
     checkpoint, version = resolve_checkpoint(cfg, embodiments=(mw.EMBODIMENT,))  # a debug one is for Meta-World
     server = serve_config(cfg, checkpoint, version)
-    import ray
-
-    if not ray.is_initialized() and not (ray_cfg.address or os.environ.get("RAY_ADDRESS")):
-        prepare_ingress(cfg)  # a local cluster starts below: it inherits the ingress setting
+    prepare_ingress(cfg)  # before a local cluster starts; on a running one check_ingress decides
     connect_ray(ray_cfg.address, ray_cfg.num_cpus)
     check_ingress(cfg)
     from ray import serve

@@ -66,8 +66,8 @@ HA_PROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 
 
 def prepare_ingress(cfg: ServeRunConfig) -> None:
-    """Before `ray.init` starts a local cluster: give it the ingress `cfg` asks for (its processes inherit
-    this process's environment). Refuses when Serve's settings were already read in this process."""
+    """Before `ray.init`: a local cluster started from this process inherits the ingress `cfg` asks for
+    (a running cluster keeps its own: `check_ingress`). Refuses when this process already read Serve's."""
     import sys
 
     want = INGRESSES[cfg.ingress]
@@ -87,8 +87,8 @@ def check_ingress(cfg: ServeRunConfig) -> None:
         return os.environ.get(HA_PROXY_ENV, "0")
 
     have = ray.get(cluster_setting.remote())
-    if (have == "1") != (INGRESSES[cfg.ingress] == "1"):
-        running = "haproxy" if have == "1" else "proxy"
+    running = "haproxy" if have == INGRESSES["haproxy"] else "proxy"
+    if running != cfg.ingress:
         raise ValueError(f"ServeRunConfig.ingress={cfg.ingress!r}, but this Ray cluster was started for the "
                          f"{running!r} ingress ({HA_PROXY_ENV}={have!r} on its nodes); start it with "
                          f"{HA_PROXY_ENV}={INGRESSES[cfg.ingress]} before `ray start`, or pass "
